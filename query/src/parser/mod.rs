@@ -1,0 +1,3 @@
+//! PromQL parser: text → [`ast::Expr`] with byte positions on every node.
+
+pub mod ast;
