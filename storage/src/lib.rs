@@ -22,5 +22,6 @@ pub mod index;
 pub mod labels;
 pub mod querier;
 pub mod series;
+pub mod wal;
 
 pub use error::StorageError;
