@@ -20,6 +20,7 @@ pub mod chunk;
 pub mod error;
 pub mod index;
 pub mod labels;
+pub mod postings;
 pub mod querier;
 pub mod series;
 pub mod wal;
