@@ -57,6 +57,8 @@ pub enum StorageError {
     #[error(transparent)]
     Chunk(#[from] ChunkError),
     #[error(transparent)]
+    Block(#[from] crate::block::BlockError),
+    #[error(transparent)]
     Label(#[from] LabelError),
     #[error("invalid matcher: {0}")]
     InvalidMatcher(String),
@@ -74,7 +76,9 @@ impl StorageError {
             | StorageError::Label(_)
             | StorageError::InvalidMatcher(_) => ApiErrorType::BadData,
             StorageError::UnknownSeriesRef(_) => ApiErrorType::BadData,
-            StorageError::Chunk(_) | StorageError::Internal(_) => ApiErrorType::Internal,
+            StorageError::Chunk(_) | StorageError::Block(_) | StorageError::Internal(_) => {
+                ApiErrorType::Internal
+            }
         }
     }
 

@@ -16,6 +16,7 @@
 //! been written (and fsynced, under the `always` policy); replay restores every
 //! acknowledged sample exactly once.
 
+pub mod block;
 pub mod chunk;
 pub mod error;
 pub mod index;

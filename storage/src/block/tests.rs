@@ -1,0 +1,212 @@
+use super::*;
+use crate::chunk::{collect_samples, XorAppender, STALE_NAN};
+use crate::labels::{Labels, MatchType, Matcher};
+use crate::querier::Querier;
+use crate::series::{ChunkMeta, Series};
+
+pub(crate) fn series_of(
+    labels: &[(&str, &str)],
+    samples: &[(i64, f64)],
+    per_chunk: usize,
+) -> Series {
+    let mut chunks = Vec::new();
+    for part in samples.chunks(per_chunk.max(1)) {
+        let mut a = XorAppender::new();
+        for &(t, v) in part {
+            a.append(t, v);
+        }
+        chunks.push(ChunkMeta {
+            min_time: part[0].0,
+            max_time: part[part.len() - 1].0,
+            chunk: a.to_chunk(),
+        });
+    }
+    Series::new(Labels::from_pairs(labels.iter().copied()), chunks)
+}
+
+fn samples(s: &Series) -> Vec<(i64, u64)> {
+    collect_samples(&mut s.iter())
+        .unwrap()
+        .into_iter()
+        .map(|(t, v)| (t, v.to_bits()))
+        .collect()
+}
+
+fn grid(from: i64, to: i64, step: i64, f: impl Fn(i64) -> f64) -> Vec<(i64, f64)> {
+    (0..)
+        .map(|i| from + i * step)
+        .take_while(|&t| t < to)
+        .map(|t| (t, f(t)))
+        .collect()
+}
+
+#[test]
+fn write_open_select_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = Vec::new();
+    for i in 0..50 {
+        let inst = format!("i{i}");
+        let mut s = grid(0, 7_200_000, 15_000, |t| (t / 1000 + i) as f64 * 1.25);
+        if i == 3 {
+            s[10].1 = STALE_NAN;
+        }
+        input.push(series_of(
+            &[("__name__", "m"), ("instance", &inst), ("job", "a")],
+            &s,
+            120,
+        ));
+    }
+    let meta = BlockWriter::new(dir.path(), 0, 7_200_000)
+        .write(input.clone())
+        .unwrap();
+    assert_eq!(meta.stats.num_series, 50);
+    assert_eq!(meta.stats.num_samples, 50 * 480);
+    assert_eq!(meta.stats.num_chunks, 50 * 4);
+    assert_eq!(meta.compaction.sources, vec![meta.ulid]);
+    let bdir = dir.path().join(meta.ulid.to_string());
+    assert!(bdir.join("chunks/000001").exists() && bdir.join("tombstones").exists());
+    assert!(!dir.path().join(format!("{}.tmp", meta.ulid)).exists());
+
+    let b = Block::open(&bdir).unwrap();
+    assert_eq!(b.meta(), meta);
+    let got = b
+        .select(i64::MIN, i64::MAX, &[Matcher::equal("job", "a")], None)
+        .unwrap();
+    assert_eq!(got.len(), 50);
+    let mut sorted = input.clone();
+    sorted.sort_by(|a, b| a.labels.cmp(&b.labels));
+    for (g, w) in got.iter().zip(&sorted) {
+        assert_eq!(g.labels, w.labels);
+        assert_eq!(samples(g), samples(w));
+    }
+    // Time pruning returns only overlapping chunks.
+    let part = b
+        .select(0, 1_000_000, &[Matcher::equal("instance", "i7")], None)
+        .unwrap();
+    assert_eq!(part.len(), 1);
+    assert_eq!(part[0].chunks.len(), 1);
+    assert!(b
+        .select(7_200_000, 9_000_000, &[], None)
+        .unwrap()
+        .is_empty());
+    let re = Matcher::new(MatchType::Regex, "instance", "i1.").unwrap();
+    assert_eq!(b.select(0, 10, &[re.clone()], None).unwrap().len(), 10);
+    assert_eq!(
+        b.label_names(0, 10, &[]).unwrap(),
+        vec!["__name__", "instance", "job"]
+    );
+    assert_eq!(b.label_values("instance", 0, 10, &[re]).unwrap().len(), 10);
+    assert_eq!(b.label_values("job", 0, 10, &[]).unwrap(), vec!["a"]);
+}
+
+#[test]
+fn samples_outside_range_are_cut_and_duplicates_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = series_of(
+        &[("__name__", "x")],
+        &grid(-50_000, 200_000, 10_000, |t| t as f64),
+        7,
+    );
+    let b = series_of(
+        &[("__name__", "x")],
+        &grid(95_000, 150_000, 10_000, |t| -(t as f64)),
+        120,
+    );
+    let meta = BlockWriter::new(dir.path(), 0, 100_000)
+        .write(vec![a, b])
+        .unwrap();
+    let blk = Block::open(&dir.path().join(meta.ulid.to_string())).unwrap();
+    let got = blk.select(i64::MIN, i64::MAX, &[], None).unwrap();
+    assert_eq!(got.len(), 1);
+    let mut want: Vec<(i64, f64)> = grid(0, 100_000, 10_000, |t| t as f64);
+    want.push((95_000, -95_000.0));
+    want.sort_by_key(|s| s.0);
+    assert_eq!(collect_samples(&mut got[0].iter()).unwrap(), want);
+    assert_eq!(meta.stats.num_samples, 11);
+    assert!(got[0]
+        .chunks
+        .iter()
+        .all(|c| c.min_time >= 0 && c.max_time < 100_000));
+}
+
+#[test]
+fn delete_writes_tombstones_that_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: Vec<Series> = (0..4)
+        .map(|i| {
+            let j = format!("j{i}");
+            series_of(
+                &[("__name__", "m"), ("job", &j)],
+                &grid(0, 1_000_000, 10_000, |t| t as f64),
+                30,
+            )
+        })
+        .collect();
+    let meta = BlockWriter::new(dir.path(), 0, 1_000_000)
+        .write(input)
+        .unwrap();
+    let bdir = dir.path().join(meta.ulid.to_string());
+    let b = Block::open(&bdir).unwrap();
+    let m = [Matcher::new(MatchType::Regex, "job", "j0|j1").unwrap()];
+    assert_eq!(b.delete(100_000, 399_999, &m).unwrap(), 2);
+    // Repeating the same delete changes nothing.
+    assert_eq!(b.delete(100_000, 399_999, &m).unwrap(), 0);
+    // A whole-series delete removes it from selects.
+    assert_eq!(
+        b.delete(i64::MIN, i64::MAX, &[Matcher::equal("job", "j3")])
+            .unwrap(),
+        1
+    );
+    for blk in [b, Block::open(&bdir).unwrap()] {
+        let got = blk.select(i64::MIN, i64::MAX, &[], None).unwrap();
+        let jobs: Vec<&str> = got.iter().map(|s| s.labels.get("job").unwrap()).collect();
+        assert_eq!(jobs, vec!["j0", "j1", "j2"]);
+        let ts: Vec<i64> = collect_samples(&mut got[0].iter())
+            .unwrap()
+            .iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(ts.len(), 100 - 30);
+        assert!(ts.iter().all(|&t| !(100_000..400_000).contains(&t)));
+        assert_eq!(collect_samples(&mut got[2].iter()).unwrap().len(), 100);
+        assert_eq!(blk.meta().stats.num_tombstones, 3);
+    }
+}
+
+#[test]
+fn corrupt_files_fail_open_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = series_of(
+        &[("__name__", "m")],
+        &grid(0, 100_000, 1000, |t| t as f64),
+        120,
+    );
+    let meta = BlockWriter::new(dir.path(), 0, 100_000)
+        .write(vec![s])
+        .unwrap();
+    let bdir = dir.path().join(meta.ulid.to_string());
+    let idx = bdir.join("index");
+    let mut b = std::fs::read(&idx).unwrap();
+    let n = b.len();
+    b[n - 10] ^= 0xff;
+    std::fs::write(&idx, &b).unwrap();
+    let e = Block::open(&bdir).unwrap_err().to_string();
+    assert!(
+        e.contains("index") && e.contains("TOC") && e.contains("checksum"),
+        "{e}"
+    );
+    std::fs::remove_file(bdir.join("meta.json")).unwrap();
+    assert!(Block::open(&bdir)
+        .unwrap_err()
+        .to_string()
+        .contains("meta.json"));
+}
+
+#[test]
+fn empty_range_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        BlockWriter::new(dir.path(), 10, 10).write(vec![]),
+        Err(BlockError::EmptyRange { .. })
+    ));
+}
