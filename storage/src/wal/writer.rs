@@ -3,15 +3,14 @@
 //!
 //! Owns: the current segment file and the two sequence numbers that make
 //! group commit safe. `written_seq` counts `log` calls whose bytes are in the
-//! page cache; `synced_seq` is the highest `written_seq` known durable. A
-//! caller under `FsyncPolicy::Always` notes its sequence number, then takes
-//! the sync lock: if an fsync that started after its write already finished
-//! (`synced_seq >= mine`), it returns at once; otherwise it snapshots
-//! `written_seq` and the current file, fsyncs, and publishes the snapshot.
-//! While one fsync runs, later writers keep writing and queue on the sync
-//! lock; the next fsync covers all of them. Rotation fsyncs the old segment
-//! before switching, so fsyncing the current file covers every earlier
-//! sequence number.
+//! page cache; `synced` is the highest `written_seq` known durable. A caller
+//! under `FsyncPolicy::Always` notes its sequence number and waits until
+//! `synced` reaches it. If no fsync is running, it becomes the leader: it
+//! snapshots `written_seq` and the current file, fsyncs without holding any
+//! lock, publishes the snapshot and wakes every waiter. Writers arriving
+//! during an fsync keep writing and wait; the next fsync covers all of them.
+//! Rotation fsyncs the old segment before switching, so fsyncing the current
+//! file covers every earlier sequence number.
 //!
 //! Must not: append to a segment it did not create (see `mod.rs`), or keep
 //! accepting writes after an fsync failure.
@@ -45,8 +44,9 @@ struct Inner {
     dir: PathBuf,
     opts: WalOptions,
     state: Mutex<State>,
-    /// Serializes fsyncs; holds `synced_seq`.
-    sync: Mutex<u64>,
+    /// Group-commit state; at most one fsync runs at a time.
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
     /// Serializes checkpoints.
     checkpointing: Mutex<()>,
     stop: Mutex<bool>,
@@ -60,6 +60,16 @@ struct State {
     size: u64,
     written_seq: u64,
     poisoned: Option<String>,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Highest `written_seq` known durable.
+    synced: u64,
+    /// An fsync is running (outside the lock).
+    in_progress: bool,
+    /// The fsync failure that poisoned the WAL, for callers that waited on it.
+    failed: Option<String>,
 }
 
 #[derive(Default)]
@@ -133,7 +143,8 @@ impl Wal {
                 written_seq: 0,
                 poisoned: None,
             }),
-            sync: Mutex::new(0),
+            sync: Mutex::new(SyncState::default()),
+            sync_cv: Condvar::new(),
             checkpointing: Mutex::new(()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -377,24 +388,55 @@ impl Inner {
     }
 
     /// Returns once every write with sequence number `<= seq` is durable.
+    ///
+    /// The sync lock is not held during the fsync: a caller whose bytes an
+    /// in-flight fsync already covers must be able to see that as soon as it
+    /// finishes, not queue behind the next fsync.
     fn sync_to(&self, seq: u64) -> Result<(), WalError> {
-        let mut synced = self.sync.lock();
-        if *synced >= seq {
-            return Ok(());
+        let mut g = self.sync.lock();
+        loop {
+            if g.synced >= seq {
+                return Ok(());
+            }
+            if let Some(reason) = &g.failed {
+                return Err(WalError::Poisoned {
+                    dir: self.dir.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            if g.in_progress {
+                self.sync_cv.wait(&mut g);
+                continue;
+            }
+            g.in_progress = true;
+            drop(g);
+            let snapshot = {
+                let st = self.state.lock();
+                self.check_poison(&st)
+                    .map(|()| (Arc::clone(&st.file), st.written_seq, st.index))
+            };
+            let result = snapshot.and_then(|(file, target, index)| {
+                file.sync_data().map(|()| target).map_err(|e| {
+                    let path = segment_path(&self.dir, index);
+                    self.state.lock().poisoned =
+                        Some(format!("fsync of {} failed: {e}", path.display()));
+                    WalError::io("fsync segment", &path, e)
+                })
+            });
+            g = self.sync.lock();
+            g.in_progress = false;
+            self.sync_cv.notify_all();
+            match result {
+                Ok(target) => {
+                    self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    g.synced = g.synced.max(target);
+                }
+                Err(e) => {
+                    g.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
         }
-        let (file, target, index) = {
-            let st = self.state.lock();
-            self.check_poison(&st)?;
-            (Arc::clone(&st.file), st.written_seq, st.index)
-        };
-        if let Err(e) = file.sync_data() {
-            let path = segment_path(&self.dir, index);
-            self.state.lock().poisoned = Some(format!("fsync of {} failed: {e}", path.display()));
-            return Err(WalError::io("fsync segment", &path, e));
-        }
-        self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        *synced = target;
-        Ok(())
     }
 
     fn sync_loop(&self, every: Duration) {

@@ -1,0 +1,5 @@
+//! Integration tests of `pharos-storage` (one binary, see STYLE.md).
+
+mod common;
+mod wal_faults;
+mod wal_perf;
