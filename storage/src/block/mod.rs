@@ -142,4 +142,6 @@ pub fn dir_size(dir: &Path) -> Result<u64, BlockError> {
 }
 
 #[cfg(test)]
+mod promtool_tests;
+#[cfg(test)]
 pub(crate) mod tests;
