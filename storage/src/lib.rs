@@ -19,6 +19,7 @@
 pub mod block;
 pub mod chunk;
 pub mod error;
+pub mod head;
 pub mod index;
 pub mod labels;
 pub mod postings;

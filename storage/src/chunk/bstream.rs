@@ -23,6 +23,13 @@ impl BitWriter {
         BitWriter { buf, free: 0 }
     }
 
+    /// Reuses `buf`'s allocation for a fresh stream starting with `header`.
+    pub(crate) fn from_vec_with_header(mut buf: Vec<u8>, header: &[u8]) -> BitWriter {
+        buf.clear();
+        buf.extend_from_slice(header);
+        BitWriter { buf, free: 0 }
+    }
+
     /// Resumes writing after `bits_used` bits of `bytes` (the remaining bits of
     /// the last byte must be zero).
     pub(crate) fn resume(bytes: &[u8], total_bits: usize, capacity: usize) -> BitWriter {

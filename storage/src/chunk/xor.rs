@@ -54,6 +54,19 @@ impl XorAppender {
         }
     }
 
+    /// Empties the chunk, keeping its buffer's allocation (the head reuses
+    /// one buffer per series across chunk cuts).
+    pub fn reset(&mut self) {
+        self.w.buf.clear();
+        self.w = BitWriter::from_vec_with_header(std::mem::take(&mut self.w.buf), &[0, 0]);
+        self.num = 0;
+        self.t = 0;
+        self.v = 0;
+        self.t_delta = 0;
+        self.leading = 0xff;
+        self.trailing = 0;
+    }
+
     /// Reopens a finished chunk for appending, as Prometheus's
     /// `XORChunk.Appender()` does: decodes it to recover the encoder state.
     /// Like Prometheus, a chunk reopened after exactly one sample starts with
@@ -500,6 +513,23 @@ mod tests {
             let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
             assert_eq!(decode(&b.to_chunk()), want, "split at {split}");
         }
+    }
+
+    #[test]
+    fn reset_reuses_buffer() {
+        let mut a = XorAppender::new();
+        for i in 0..200 {
+            a.append(i * 1000, i as f64 * 0.1);
+        }
+        let cap = a.heap_size();
+        a.reset();
+        assert_eq!(a.bytes(), &[0, 0]);
+        assert_eq!(a.heap_size(), cap);
+        a.append(1000, 1.0);
+        a.append(2000, 2.0);
+        a.append(3000, 3.0);
+        assert_eq!(a.bytes()[..4], [0, 3, 0xd0, 0x0f]);
+        assert_eq!(a.bytes().len(), 19);
     }
 
     #[test]
