@@ -60,6 +60,8 @@ pub enum StorageError {
     Block(#[from] crate::block::BlockError),
     #[error(transparent)]
     Label(#[from] LabelError),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::WalError),
     #[error("invalid matcher: {0}")]
     InvalidMatcher(String),
     #[error("{0}")]
@@ -79,6 +81,7 @@ impl StorageError {
             StorageError::Chunk(_) | StorageError::Block(_) | StorageError::Internal(_) => {
                 ApiErrorType::Internal
             }
+            StorageError::Wal(_) => ApiErrorType::Internal,
         }
     }
 

@@ -174,11 +174,25 @@ impl Wal {
         &self.inner.dir
     }
 
+    /// The fsync policy it was opened with.
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.inner.opts.fsync
+    }
+
     /// Appends `records` in order and returns once they are written and, under
     /// `FsyncPolicy::Always`, fsynced (see the module contract). On error
     /// nothing is acknowledged: records may or may not be on disk, and a
     /// replay may return them.
     pub fn log(&self, records: &[Record<'_>]) -> Result<(), WalError> {
+        let seq = self.write(records)?;
+        self.wait_durable(seq)
+    }
+
+    /// The first half of [`Wal::log`]: writes `records` (page cache only) and
+    /// returns the write's sequence number for [`Wal::wait_durable`]. Lets a
+    /// caller order its WAL writes under its own lock while sharing fsyncs
+    /// outside it.
+    pub fn write(&self, records: &[Record<'_>]) -> Result<u64, WalError> {
         let mut buf = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
         for r in records {
@@ -190,10 +204,17 @@ impl Wal {
         c.log_calls.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(records.len() as u64, Ordering::Relaxed);
         c.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-        if self.inner.opts.fsync == FsyncPolicy::Always {
-            self.inner.sync_to(seq)?;
+        Ok(seq)
+    }
+
+    /// The second half of [`Wal::log`]: under `FsyncPolicy::Always`, returns
+    /// once write `seq` (and every earlier one) is fsynced, sharing the fsync
+    /// with concurrent callers; under `Interval`, returns at once.
+    pub fn wait_durable(&self, seq: u64) -> Result<(), WalError> {
+        match self.inner.opts.fsync {
+            FsyncPolicy::Always => self.inner.sync_to(seq),
+            FsyncPolicy::Interval(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// Makes everything written so far durable, whatever the policy.
