@@ -18,6 +18,7 @@
 
 pub mod block;
 pub mod chunk;
+pub mod compact;
 pub mod db;
 pub mod error;
 pub mod head;
