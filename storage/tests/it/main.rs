@@ -1,5 +1,6 @@
 //! Integration tests of `pharos-storage` (one binary, see STYLE.md).
 
 mod common;
+mod crash;
 mod wal_faults;
 mod wal_perf;
