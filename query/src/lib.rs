@@ -8,4 +8,7 @@
 //! only through `Queryable`, so the same engine runs over one node's head and
 //! blocks or over the cluster's fan-out.
 
+pub mod engine;
+pub mod functions;
 pub mod parser;
+pub mod queryable;

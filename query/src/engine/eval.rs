@@ -1,0 +1,699 @@
+//! The evaluator core: steps, selectors, subqueries, `offset`/`@`, duration
+//! expressions, and assembling the final result.
+//!
+//! Every node evaluates for all steps of the current range at once
+//! (`start..=end` by `interval`; `interval == 0` means one instant step).
+//! Subqueries evaluate their inner expression over a nested range and then
+//! restore the outer one.
+
+use std::time::Instant;
+
+use pharos_storage::chunk::{is_stale_nan, SampleIterator, ValueType as SampleType};
+use pharos_storage::labels::{Labels, METRIC_NAME};
+use pharos_storage::querier::SelectHints;
+
+use super::annotations::Annotations;
+use super::error::QueryError;
+use super::value::{QueryResult, QueryStats, Sample, SeriesResult, Value};
+use super::EngineOptions;
+use crate::parser::ast::{
+    AtModifier, Duration, DurationExpr, DurationOp, Expr, MatrixSelector, SubqueryExpr, UnaryOp,
+    ValueType, VectorSelector,
+};
+use crate::queryable::Queryable;
+
+/// Labels Prometheus removes together with the metric name.
+pub(crate) const NAME_LIKE: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
+/// One series of an intermediate result. For instant vectors `points` are at
+/// step timestamps; for range data they are raw sample times.
+#[derive(Debug, Clone)]
+pub(crate) struct RSeries {
+    pub labels: Labels,
+    /// `__name__` is to be removed at the end of evaluation.
+    pub drop_name: bool,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// An intermediate value.
+#[derive(Debug)]
+pub(crate) enum Val {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    String(String),
+    Vector(Vec<RSeries>),
+    /// A range vector (only as a query result: instant queries of `x[5m]`).
+    Matrix(Vec<RSeries>),
+}
+
+impl Val {
+    fn points(&self) -> usize {
+        match self {
+            Val::Scalar(v) => v.len(),
+            Val::String(_) => 0,
+            Val::Vector(s) | Val::Matrix(s) => s.iter().map(|s| s.points.len()).sum(),
+        }
+    }
+}
+
+/// Input of a range function: series of raw samples plus, per step, the
+/// window end; each window is `(end - range, end]`.
+#[derive(Debug)]
+pub(crate) struct RangeData {
+    pub series: Vec<RSeries>,
+    pub range: i64,
+    /// Window end for each step of the current range.
+    pub refs: Vec<i64>,
+    /// Position of the selector or subquery (for annotations).
+    pub pos: crate::parser::ast::PosRange,
+    pub anchored: bool,
+    pub smoothed: bool,
+}
+
+/// Sliding window over one series' samples: yields, for each step whose
+/// window is non-empty, `(step index, window)`. Window ends must not decrease.
+pub(crate) struct Windows<'a> {
+    pts: &'a [(i64, f64)],
+    refs: &'a [i64],
+    range: i64,
+    step: usize,
+    lo: usize,
+    hi: usize,
+}
+
+impl<'a> Windows<'a> {
+    pub(crate) fn new(pts: &'a [(i64, f64)], refs: &'a [i64], range: i64) -> Self {
+        Windows {
+            pts,
+            refs,
+            range,
+            step: 0,
+            lo: 0,
+            hi: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Windows<'a> {
+    /// `(step, window, index of the window's first sample)`.
+    type Item = (usize, &'a [(i64, f64)], usize);
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.step < self.refs.len() {
+            let i = self.step;
+            self.step += 1;
+            let end = self.refs[i];
+            let start = end.saturating_sub(self.range);
+            while self.hi < self.pts.len() && self.pts[self.hi].0 <= end {
+                self.hi += 1;
+            }
+            while self.lo < self.hi && self.pts[self.lo].0 <= start {
+                self.lo += 1;
+            }
+            if self.lo < self.hi {
+                return Some((i, &self.pts[self.lo..self.hi], self.lo));
+            }
+        }
+        None
+    }
+}
+
+pub(crate) struct Evaluator<'a> {
+    q: &'a dyn Queryable,
+    pub opts: &'a EngineOptions,
+    /// Outer query range, for `@ start()`/`@ end()` and `step()`/`range()`.
+    pub qstart: i64,
+    pub qend: i64,
+    pub qstep: i64,
+    /// Current evaluation range (changes inside subqueries).
+    pub start: i64,
+    pub end: i64,
+    pub interval: i64,
+    pub annos: Annotations,
+    stats: QueryStats,
+    live: usize,
+    deadline: Option<Instant>,
+}
+
+impl<'a> Evaluator<'a> {
+    pub(crate) fn new(
+        q: &'a dyn Queryable,
+        opts: &'a EngineOptions,
+        start: i64,
+        end: i64,
+        step: i64,
+        started: Instant,
+    ) -> Self {
+        Evaluator {
+            q,
+            opts,
+            qstart: start,
+            qend: end,
+            qstep: step,
+            start,
+            end,
+            interval: step,
+            annos: Annotations::new(),
+            stats: QueryStats::default(),
+            live: 0,
+            deadline: started.checked_add(opts.timeout),
+        }
+    }
+
+    /// Number of steps in the current range.
+    pub(crate) fn nsteps(&self) -> usize {
+        if self.interval == 0 {
+            1
+        } else if self.end < self.start {
+            0
+        } else {
+            ((self.end - self.start) / self.interval) as usize + 1
+        }
+    }
+
+    /// Timestamp of step `i`.
+    #[inline]
+    pub(crate) fn ts(&self, i: usize) -> i64 {
+        self.start + self.interval * i as i64
+    }
+
+    /// Step index of a step timestamp.
+    #[inline]
+    pub(crate) fn step_of(&self, t: i64) -> usize {
+        if self.interval == 0 {
+            0
+        } else {
+            ((t - self.start) / self.interval) as usize
+        }
+    }
+
+    pub(crate) fn check_timeout(&self) -> Result<(), QueryError> {
+        match self.deadline {
+            Some(d) if Instant::now() > d => Err(QueryError::Timeout {
+                phase: "query execution",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn account(&mut self, n: usize) -> Result<(), QueryError> {
+        self.live = self.live.saturating_add(n);
+        self.stats.peak_samples = self.stats.peak_samples.max(self.live);
+        if self.live > self.opts.max_samples {
+            return Err(QueryError::TooManySamples {
+                phase: "query execution",
+            });
+        }
+        Ok(())
+    }
+
+    /// Static checks the parser leaves to the engine (feature gates).
+    pub(crate) fn check_expr(&self, e: &Expr) -> Result<(), QueryError> {
+        crate::functions::check_expr(e, self.opts.experimental_functions)
+    }
+
+    pub(crate) fn eval_top(&mut self, e: &Expr) -> Result<Val, QueryError> {
+        self.eval(e)
+    }
+
+    pub(crate) fn eval(&mut self, e: &Expr) -> Result<Val, QueryError> {
+        self.check_timeout()?;
+        let before = self.live;
+        let v = self.eval_inner(e)?;
+        // Children's values are consumed by now; only the result stays live.
+        self.live = before;
+        self.account(v.points())?;
+        Ok(v)
+    }
+
+    fn eval_inner(&mut self, e: &Expr) -> Result<Val, QueryError> {
+        match e {
+            Expr::Number(n) => Ok(Val::Scalar(vec![n.value; self.nsteps()])),
+            Expr::String(s) => Ok(Val::String(s.value.clone())),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => {
+                let v = self.eval(&u.expr)?;
+                if u.op == UnaryOp::Pos {
+                    return Ok(v);
+                }
+                Ok(match v {
+                    Val::Scalar(mut s) => {
+                        s.iter_mut().for_each(|x| *x = -*x);
+                        Val::Scalar(s)
+                    }
+                    Val::Vector(mut ss) => {
+                        for s in &mut ss {
+                            s.drop_name = true;
+                            s.points.iter_mut().for_each(|p| p.1 = -p.1);
+                        }
+                        Val::Vector(ss)
+                    }
+                    other => other,
+                })
+            }
+            Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, false)?)),
+            Expr::MatrixSelector(ms) => {
+                let rd = self.eval_matrix_selector(ms, None)?;
+                Ok(Val::Matrix(instant_windows(rd)))
+            }
+            Expr::Subquery(sq) => {
+                let rd = self.eval_subquery(sq)?;
+                Ok(Val::Matrix(instant_windows(rd)))
+            }
+            Expr::Binary(b) => super::binary::eval_binary(self, b),
+            Expr::Aggregate(a) => super::aggregate::eval_aggregate(self, a),
+            Expr::Call(c) => crate::functions::eval_call(self, c),
+        }
+    }
+
+    // ---- durations, offset and @ ----
+
+    pub(crate) fn resolve_duration(&self, d: &Duration) -> Result<i64, QueryError> {
+        match d {
+            Duration::Literal(ms) => Ok(*ms),
+            Duration::Expr(e) => {
+                let secs = self.duration_expr(e)?;
+                if !secs.is_finite() {
+                    return Err(QueryError::bad(format!(
+                        "duration expression evaluates to a non-finite value: {secs}"
+                    )));
+                }
+                Ok((secs * 1000.0).round() as i64)
+            }
+        }
+    }
+
+    /// Evaluates a duration expression in seconds, as Prometheus does.
+    fn duration_expr(&self, e: &DurationExpr) -> Result<f64, QueryError> {
+        Ok(match e {
+            DurationExpr::Number(n) => *n,
+            DurationExpr::Duration(ms) => *ms as f64 / 1000.0,
+            DurationExpr::Step => self.qstep as f64 / 1000.0,
+            DurationExpr::Range => (self.qend - self.qstart) as f64 / 1000.0,
+            DurationExpr::MinOf(a, b) => self.duration_expr(a)?.min(self.duration_expr(b)?),
+            DurationExpr::MaxOf(a, b) => self.duration_expr(a)?.max(self.duration_expr(b)?),
+            DurationExpr::Neg(a) => -self.duration_expr(a)?,
+            DurationExpr::Paren(a) => self.duration_expr(a)?,
+            DurationExpr::Binary { op, lhs, rhs } => {
+                let a = self.duration_expr(lhs)?;
+                let b = self.duration_expr(rhs)?;
+                match op {
+                    DurationOp::Add => a + b,
+                    DurationOp::Sub => a - b,
+                    DurationOp::Mul => a * b,
+                    DurationOp::Div => {
+                        if b == 0.0 {
+                            return Err(QueryError::bad("division by zero"));
+                        }
+                        a / b
+                    }
+                    DurationOp::Mod => {
+                        if b == 0.0 {
+                            return Err(QueryError::bad("modulo by zero"));
+                        }
+                        a % b
+                    }
+                    DurationOp::Pow => a.powf(b),
+                }
+            }
+        })
+    }
+
+    fn resolve_at(&self, at: Option<AtModifier>) -> Option<i64> {
+        at.map(|a| match a {
+            AtModifier::Timestamp(t) => t,
+            AtModifier::Start => self.qstart,
+            AtModifier::End => self.qend,
+        })
+    }
+
+    /// Window ends for each step: `(@ or step time) - offset`.
+    fn refs(&self, at: Option<i64>, offset: i64) -> Vec<i64> {
+        (0..self.nsteps())
+            .map(|i| at.unwrap_or_else(|| self.ts(i)) - offset)
+            .collect()
+    }
+
+    // ---- selectors ----
+
+    /// Reads and decodes the series of `vs` with samples in `[mint, maxt]`.
+    fn load(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        range: i64,
+        func: Option<&str>,
+    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, QueryError> {
+        self.check_timeout()?;
+        let hints = SelectHints {
+            start: mint,
+            end: maxt,
+            step: self.interval,
+            range,
+            func: func.map(str::to_string),
+            grouping: Vec::new(),
+            by: false,
+        };
+        let t0 = Instant::now();
+        let series = self.q.select(mint, maxt, &vs.matchers, Some(&hints))?;
+        self.stats.series_selected += series.len();
+        let mut out = Vec::with_capacity(series.len());
+        let mut total = 0usize;
+        for s in &series {
+            let mut it = s.iter_range(mint, maxt);
+            let mut pts = Vec::new();
+            while it.next() == SampleType::Float {
+                pts.push(it.at());
+            }
+            if let Some(e) = it.err() {
+                return Err(QueryError::Storage(format!(
+                    "reading series {}: {e}",
+                    s.labels
+                )));
+            }
+            total += pts.len();
+            if !pts.is_empty() {
+                out.push((s.labels.clone(), pts));
+            }
+        }
+        self.stats.select_time += t0.elapsed();
+        self.stats.samples_loaded += total;
+        self.account(total)?;
+        Ok(out)
+    }
+
+    /// An instant selector at every step. With `sample_time`, the value is
+    /// the selected sample's timestamp in seconds (for `timestamp()`).
+    pub(crate) fn eval_vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        sample_time: bool,
+    ) -> Result<Vec<RSeries>, QueryError> {
+        let offset = match &vs.offset {
+            Some(d) => self.resolve_duration(d)?,
+            None => 0,
+        };
+        let at = self.resolve_at(vs.at);
+        let refs = self.refs(at, offset);
+        let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
+            return Ok(Vec::new());
+        };
+        let lookback = self.opts.lookback_delta_ms;
+        let data = self.load(vs, first - lookback + 1, last, 0, None)?;
+        let mut out = Vec::with_capacity(data.len());
+        for (labels, samples) in data {
+            let mut pts = Vec::new();
+            let mut hint = 0usize;
+            for (i, &r) in refs.iter().enumerate() {
+                let idx = hint + samples[hint..].partition_point(|s| s.0 <= r);
+                hint = idx;
+                if idx == 0 {
+                    continue;
+                }
+                let (st, sv) = samples[idx - 1];
+                if st > r - lookback && !is_stale_nan(sv) {
+                    let v = if sample_time { st as f64 / 1000.0 } else { sv };
+                    pts.push((self.ts(i), v));
+                }
+            }
+            if !pts.is_empty() {
+                out.push(RSeries {
+                    labels,
+                    drop_name: false,
+                    points: pts,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn eval_matrix_selector(
+        &mut self,
+        ms: &MatrixSelector,
+        func: Option<&str>,
+    ) -> Result<RangeData, QueryError> {
+        let vs = &ms.vs;
+        let range = self.resolve_duration(&ms.range)?;
+        let offset = match &vs.offset {
+            Some(d) => self.resolve_duration(d)?,
+            None => 0,
+        };
+        let at = self.resolve_at(vs.at);
+        let refs = self.refs(at, offset);
+        let mut series = Vec::new();
+        if let (Some(&first), Some(&last)) = (refs.first(), refs.last()) {
+            // Anchored/smoothed windows need the sample before the window
+            // (and smoothed the one after it) too.
+            let extra_before = if vs.anchored || vs.smoothed {
+                self.opts.lookback_delta_ms
+            } else {
+                0
+            };
+            let extra_after = if vs.smoothed {
+                self.opts.lookback_delta_ms
+            } else {
+                0
+            };
+            let data = self.load(
+                vs,
+                first - range - extra_before + 1,
+                last + extra_after,
+                range,
+                func,
+            )?;
+            for (labels, mut pts) in data {
+                pts.retain(|p| !is_stale_nan(p.1));
+                if !pts.is_empty() {
+                    series.push(RSeries {
+                        labels,
+                        drop_name: false,
+                        points: pts,
+                    });
+                }
+            }
+        }
+        Ok(RangeData {
+            series,
+            range,
+            refs,
+            pos: vs.pos,
+            anchored: vs.anchored,
+            smoothed: vs.smoothed,
+        })
+    }
+
+    pub(crate) fn eval_subquery(&mut self, sq: &SubqueryExpr) -> Result<RangeData, QueryError> {
+        let range = self.resolve_duration(&sq.range)?;
+        let step = match &sq.step {
+            Some(d) => self.resolve_duration(d)?,
+            None => self.opts.default_subquery_step_ms,
+        };
+        if step <= 0 {
+            return Err(QueryError::bad(format!(
+                "zero or negative step in subquery: {step}ms"
+            )));
+        }
+        let offset = match &sq.offset {
+            Some(d) => self.resolve_duration(d)?,
+            None => 0,
+        };
+        let at = self.resolve_at(sq.at);
+        let refs = self.refs(at, offset);
+        let mut series = Vec::new();
+        if let (Some(&first), Some(&last)) = (refs.first(), refs.last()) {
+            // First multiple of the step strictly after the earliest window start.
+            let lo = first - range;
+            let inner_start = lo.div_euclid(step) * step + step;
+            let saved = (self.start, self.end, self.interval);
+            self.start = inner_start;
+            self.end = last;
+            self.interval = step;
+            let res = self.eval(&sq.expr);
+            let n = self.nsteps();
+            let start = self.start;
+            (self.start, self.end, self.interval) = saved;
+            match res? {
+                Val::Vector(ss) => series = ss,
+                Val::Scalar(vals) => {
+                    let points = vals
+                        .into_iter()
+                        .enumerate()
+                        .take(n)
+                        .map(|(i, v)| (start + step * i as i64, v))
+                        .collect();
+                    series.push(RSeries {
+                        labels: Labels::empty(),
+                        drop_name: false,
+                        points,
+                    });
+                }
+                _ => {
+                    return Err(QueryError::bad(
+                        "subquery is only allowed on instant vector or scalar expressions",
+                    ))
+                }
+            }
+        }
+        Ok(RangeData {
+            series,
+            range,
+            refs,
+            pos: sq.pos,
+            anchored: false,
+            smoothed: false,
+        })
+    }
+
+    // ---- results ----
+
+    pub(crate) fn finish_instant(&mut self, v: Val, ts: i64) -> Result<Value, QueryError> {
+        Ok(match v {
+            Val::Scalar(s) => Value::Scalar {
+                t: ts,
+                v: s.first().copied().unwrap_or(f64::NAN),
+            },
+            Val::String(s) => Value::String { t: ts, v: s },
+            Val::Vector(ss) => {
+                let mut out = Vec::with_capacity(ss.len());
+                for s in ss {
+                    let labels = if s.drop_name {
+                        s.labels.drop_names(&NAME_LIKE)
+                    } else {
+                        s.labels
+                    };
+                    for (_, v) in s.points {
+                        out.push(Sample {
+                            labels: labels.clone(),
+                            t: ts,
+                            v,
+                        });
+                    }
+                }
+                let mut seen = std::collections::HashSet::with_capacity(out.len());
+                for s in &out {
+                    if !seen.insert(&s.labels) {
+                        return Err(QueryError::exec(
+                            "vector cannot contain metrics with the same labelset",
+                        ));
+                    }
+                }
+                Value::Vector(out)
+            }
+            Val::Matrix(ss) => Value::Matrix(finish_matrix(ss)?),
+        })
+    }
+
+    pub(crate) fn finish_range(&mut self, v: Val) -> Result<Value, QueryError> {
+        Ok(match v {
+            Val::Scalar(s) => Value::Matrix(vec![SeriesResult {
+                labels: Labels::empty(),
+                points: s
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (self.ts(i), v))
+                    .collect(),
+            }]),
+            Val::Vector(ss) | Val::Matrix(ss) => Value::Matrix(finish_matrix(ss)?),
+            Val::String(_) => {
+                return Err(QueryError::bad(
+                    "invalid expression type \"string\" for range query, must be Scalar or instant Vector",
+                ))
+            }
+        })
+    }
+
+    pub(crate) fn into_result(
+        mut self,
+        value: Value,
+        started: Instant,
+        prepared: Instant,
+    ) -> QueryResult {
+        self.stats.prepare_time = prepared.duration_since(started);
+        self.stats.eval_time = prepared.elapsed();
+        QueryResult {
+            value,
+            annotations: self.annos,
+            stats: self.stats,
+        }
+    }
+}
+
+/// The single window of an instant evaluation, as a matrix.
+fn instant_windows(rd: RangeData) -> Vec<RSeries> {
+    let mut out = Vec::new();
+    for s in rd.series {
+        if let Some((_, w, _)) = Windows::new(&s.points, &rd.refs, rd.range).next() {
+            out.push(RSeries {
+                labels: s.labels,
+                drop_name: s.drop_name,
+                points: w.to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Drops flagged names, merges series whose label sets became equal (an
+/// error if they have a point at the same time), and sorts by labels.
+fn finish_matrix(ss: Vec<RSeries>) -> Result<Vec<SeriesResult>, QueryError> {
+    let mut out: Vec<SeriesResult> = ss
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .map(|s| SeriesResult {
+            labels: if s.drop_name {
+                s.labels.drop_names(&NAME_LIKE)
+            } else {
+                s.labels
+            },
+            points: s.points,
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    let mut merged: Vec<SeriesResult> = Vec::with_capacity(out.len());
+    for s in out {
+        match merged.last_mut() {
+            Some(last) if last.labels == s.labels => {
+                let mut pts = std::mem::take(&mut last.points);
+                pts.extend(s.points);
+                pts.sort_by_key(|p| p.0);
+                if pts.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err(QueryError::exec(
+                        "vector cannot contain metrics with the same labelset",
+                    ));
+                }
+                last.points = pts;
+            }
+            _ => merged.push(s),
+        }
+    }
+    Ok(merged)
+}
+
+/// Static type of an expression.
+pub(crate) fn expr_type(e: &Expr) -> ValueType {
+    match e {
+        Expr::Number(_) => ValueType::Scalar,
+        Expr::String(_) => ValueType::String,
+        Expr::VectorSelector(_) => ValueType::Vector,
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => ValueType::Matrix,
+        Expr::Paren(p) => expr_type(&p.expr),
+        Expr::Unary(u) => expr_type(&u.expr),
+        Expr::Binary(b) => {
+            if expr_type(&b.lhs) == ValueType::Scalar && expr_type(&b.rhs) == ValueType::Scalar {
+                ValueType::Scalar
+            } else {
+                ValueType::Vector
+            }
+        }
+        Expr::Aggregate(_) => ValueType::Vector,
+        Expr::Call(c) => crate::functions::return_type(&c.func),
+    }
+}
+
+/// Strips parentheses.
+pub(crate) fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        other => other,
+    }
+}
