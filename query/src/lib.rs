@@ -11,4 +11,5 @@
 pub mod engine;
 pub mod functions;
 pub mod parser;
+pub mod promqltest;
 pub mod queryable;
