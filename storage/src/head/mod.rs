@@ -42,6 +42,8 @@ mod read;
 mod series;
 
 #[cfg(test)]
+mod mem_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -70,8 +72,10 @@ impl std::fmt::Display for SeriesRef {
 /// Two hours, Prometheus's default block and chunk range.
 pub const DEFAULT_CHUNK_RANGE_MS: i64 = 2 * 60 * 60 * 1000;
 
-/// Head settings. `Default` gives Prometheus's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Head settings. `Default` gives Prometheus's defaults; in config files
+/// every field is optional.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HeadOptions {
     /// Chunks are cut at multiples of this (ms), so no chunk spans two
     /// blocks. Default 2h.

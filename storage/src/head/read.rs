@@ -23,6 +23,23 @@ impl Head {
             .collect()
     }
 
+    /// Matching series holding any sample in `[mint, maxt]` (by chunk bounds).
+    fn matching_series_in_range(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<Arc<MemSeries>> {
+        let mut v = self.matching_series(matchers);
+        v.retain(|s| {
+            s.state
+                .lock()
+                .time_range()
+                .is_some_and(|(lo, hi)| lo <= maxt && mint <= hi)
+        });
+        v
+    }
+
     fn snapshot(&self, series: &[Arc<MemSeries>], mint: i64, maxt: i64) -> Vec<Series> {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
@@ -123,7 +140,7 @@ impl Querier for Head {
             return Ok(self.index.read().label_values(name));
         }
         let mut values: Vec<String> = self
-            .select(mint, maxt, matchers, None)?
+            .matching_series_in_range(matchers, mint, maxt)
             .iter()
             .filter_map(|s| s.labels.get(name).map(str::to_string))
             .collect();
