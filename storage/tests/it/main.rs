@@ -2,5 +2,6 @@
 
 mod common;
 mod crash;
+mod db_faults;
 mod wal_faults;
 mod wal_perf;
