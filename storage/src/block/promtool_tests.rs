@@ -501,3 +501,61 @@ fn bytes_per_sample_of_a_scrape_shaped_block() {
     // regression to raw 16-byte samples must fail.
     assert!(bps < 4.0, "{bps} B/sample");
 }
+
+/// A block produced by vertical compaction (re-cut chunks, merged
+/// replicas) is as readable by promtool as one cut from the head.
+#[test]
+fn promtool_reads_compacted_blocks() {
+    let Some(promtool) = promtool() else { return };
+    let data = workload(20, 480);
+    let dir = tempfile::tempdir().unwrap();
+    // Two "replicas": the first half and an overlapping second part.
+    let half = |lo: i64, hi: i64| -> Vec<Series> {
+        data.iter()
+            .map(|(l, s)| {
+                let pairs: Vec<(&str, &str)> = l.iter().collect();
+                let part: Vec<(i64, f64)> = s
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| (lo..hi).contains(t))
+                    .collect();
+                series_of(&pairs, &part, 100)
+            })
+            .collect()
+    };
+    let mid = T0 + 3_600_000;
+    BlockWriter::new(dir.path(), T0, mid + 600_000)
+        .write(half(T0, mid + 600_000))
+        .unwrap();
+    BlockWriter::new(dir.path(), mid - 600_000, T0 + 7_200_000)
+        .write(half(mid - 600_000, T0 + 7_200_000))
+        .unwrap();
+    let c = crate::compact::Compactor::new(dir.path(), Default::default());
+    let plan = c.plan().unwrap();
+    assert_eq!(plan.len(), 2);
+    let meta = c.compact(&plan).unwrap().unwrap();
+    assert_eq!(meta.compaction.level, 2);
+    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+    let analyze = run(Command::new(&promtool)
+        .args(["tsdb", "analyze"])
+        .arg(dir.path())
+        .arg(meta.ulid.to_string()));
+    assert!(analyze.contains("Series: 60"), "{analyze}");
+    let got = parse_dump(&run(Command::new(&promtool)
+        .args(["tsdb", "dump"])
+        .arg(dir.path())));
+    let mut want = BTreeMap::new();
+    for (l, s) in &data {
+        for &(t, v) in s {
+            want.insert((l.to_string(), t), v);
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    for ((k, w), (gk, g)) in want.iter().zip(&got) {
+        assert_eq!(k, gk);
+        assert!(
+            same_value(*w, *g),
+            "{k:?}: wrote {w:?}, promtool read {g:?}"
+        );
+    }
+}

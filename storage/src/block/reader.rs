@@ -161,9 +161,23 @@ impl Block {
         Ok(out)
     }
 
-    /// Every series with all its chunks (and tombstones), for compaction.
+    /// Every series with all its chunks (and tombstones), in label order.
     pub fn all_series(&self) -> Result<Vec<Series>, BlockError> {
-        self.select_series(i64::MIN, i64::MAX, &[])
+        self.series_iter()?.collect()
+    }
+
+    /// Every series with all its chunks (and tombstones), in label order,
+    /// loaded one at a time (for compaction of blocks larger than memory).
+    /// Series whose data is entirely deleted are skipped.
+    pub fn series_iter(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<Series, BlockError>> + '_, BlockError> {
+        let ids = self.index.all_postings()?;
+        let tomb = self.tombstones();
+        Ok(ids.into_iter().filter_map(move |id| {
+            self.load_series(id, i64::MIN, i64::MAX, tomb.get(id))
+                .transpose()
+        }))
     }
 
     /// Marks the samples in `[mint, maxt]` of every series matching

@@ -76,7 +76,46 @@ impl BlockWriter {
     /// meta; the block is in `parent/<ulid>`. Series may come in any order
     /// and may repeat (repeats are merged, samples de-duplicated by
     /// timestamp); series left without samples are dropped.
-    pub fn write(&self, series: Vec<Series>) -> Result<BlockMeta, BlockError> {
+    pub fn write(&self, mut series: Vec<Series>) -> Result<BlockMeta, BlockError> {
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut merged: Vec<Series> = Vec::with_capacity(series.len());
+        for s in series {
+            match merged.last_mut() {
+                Some(last) if last.labels == s.labels => {
+                    let prev = std::mem::take(last);
+                    *last = Series::merge(prev, s);
+                }
+                _ => merged.push(s),
+            }
+        }
+        let symbols: BTreeSet<String> = merged
+            .iter()
+            .flat_map(|s| {
+                s.labels
+                    .iter()
+                    .flat_map(|(n, v)| [n.to_string(), v.to_string()])
+            })
+            .collect();
+        self.write_sorted(
+            symbols.iter().map(String::as_str),
+            merged.into_iter().map(Ok),
+        )
+    }
+
+    /// Streaming form of [`BlockWriter::write`] for inputs too large to hold
+    /// at once: `series` must come strictly sorted by labels (one entry per
+    /// label set) and `symbols` must include every label name and value in
+    /// them (extra symbols are harmless). Only one series is in memory at a
+    /// time; an error from the input aborts the write and removes the
+    /// partial block.
+    pub fn write_sorted<'a, I>(
+        &self,
+        symbols: impl IntoIterator<Item = &'a str>,
+        series: I,
+    ) -> Result<BlockMeta, BlockError>
+    where
+        I: Iterator<Item = Result<Series, BlockError>>,
+    {
         if self.min_time >= self.max_time {
             return Err(BlockError::EmptyRange {
                 path: self.parent.clone(),
@@ -85,8 +124,6 @@ impl BlockWriter {
             });
         }
         let id = self.opts.ulid.unwrap_or_else(Ulid::new);
-        let prepared = self.prepare(id, series)?;
-
         std::fs::create_dir_all(&self.parent).map_err(|source| BlockError::Io {
             path: self.parent.clone(),
             source,
@@ -103,12 +140,11 @@ impl BlockWriter {
             path: tmp.clone(),
             source,
         })?;
-        let result = self.write_files(id, &tmp, &prepared);
-        let meta = match result {
+        let meta = match self.write_files(id, &tmp, symbols, series) {
             Ok(m) => m,
             Err(e) => {
-                // Best effort: a leftover .tmp directory is also removed on
-                // the next open of the data directory.
+                // Best effort: Compactor::cleanup also removes leftover
+                // .tmp directories at startup.
                 let _ = std::fs::remove_dir_all(&tmp);
                 return Err(e);
             }
@@ -121,91 +157,73 @@ impl BlockWriter {
         Ok(meta)
     }
 
-    /// Sorts and merges the input and cuts the final chunks of each series.
-    fn prepare(
-        &self,
-        id: Ulid,
-        mut series: Vec<Series>,
-    ) -> Result<Vec<(Series, Vec<ChunkMeta>)>, BlockError> {
-        series.sort_by(|a, b| a.labels.cmp(&b.labels));
-        let mut merged: Vec<Series> = Vec::with_capacity(series.len());
-        for s in series {
-            match merged.last_mut() {
-                Some(last) if last.labels == s.labels => {
-                    let prev = std::mem::take(last);
-                    *last = Series::merge(prev, s);
-                }
-                _ => merged.push(s),
-            }
-        }
+    /// The chunks series `s` contributes to the block: its own when they lie
+    /// inside the range, do not overlap and carry no deletions, else its
+    /// samples in range re-cut into chunks of `max_samples_per_chunk`.
+    fn block_chunks(&self, id: Ulid, s: &Series) -> Result<Vec<ChunkMeta>, BlockError> {
         let maxt_incl = self.max_time - 1;
-        let mut out = Vec::with_capacity(merged.len());
-        for s in merged {
-            let inside = s
-                .chunks
-                .iter()
-                .all(|c| c.min_time >= self.min_time && c.max_time <= maxt_incl);
-            let mut chunks = if inside && s.deleted.is_empty() && !s.has_overlapping_chunks() {
-                let mut c = s.chunks.clone();
-                c.sort_by_key(|c| c.min_time);
-                c
-            } else {
-                let mut it = s.iter_range(self.min_time, maxt_incl);
-                let c = encode_chunks(&mut it, self.opts.max_samples_per_chunk);
-                if let Some(e) = it.err() {
-                    return Err(BlockError::Chunk {
-                        block: id,
-                        series: s.labels.to_string(),
-                        source: e.clone(),
-                    });
-                }
-                c
-            };
-            chunks.retain(|c| c.chunk.num_samples() > 0);
-            if !chunks.is_empty() {
-                out.push((s, chunks));
+        let inside = s
+            .chunks
+            .iter()
+            .all(|c| c.min_time >= self.min_time && c.max_time <= maxt_incl);
+        let mut chunks = if inside && s.deleted.is_empty() && !s.has_overlapping_chunks() {
+            let mut c = s.chunks.clone();
+            c.sort_by_key(|c| c.min_time);
+            c
+        } else {
+            let mut it = s.iter_range(self.min_time, maxt_incl);
+            let c = encode_chunks(&mut it, self.opts.max_samples_per_chunk);
+            if let Some(e) = it.err() {
+                return Err(BlockError::Chunk {
+                    block: id,
+                    series: s.labels.to_string(),
+                    source: e.clone(),
+                });
             }
-        }
-        Ok(out)
+            c
+        };
+        chunks.retain(|c| c.chunk.num_samples() > 0);
+        Ok(chunks)
     }
 
-    fn write_files(
+    fn write_files<'a, I>(
         &self,
         id: Ulid,
         dir: &Path,
-        series: &[(Series, Vec<ChunkMeta>)],
-    ) -> Result<BlockMeta, BlockError> {
+        symbols: impl IntoIterator<Item = &'a str>,
+        series: I,
+    ) -> Result<BlockMeta, BlockError>
+    where
+        I: Iterator<Item = Result<Series, BlockError>>,
+    {
         let chunks_dir = dir.join(CHUNKS_DIRNAME);
         let mut cw = ChunkWriter::new(&chunks_dir, self.opts.segment_size)?;
+        let mut iw = IndexWriter::create(&dir.join(INDEX_FILENAME), symbols)?;
         let mut stats = BlockStats::default();
-        let mut entries: Vec<Vec<ChunkEntry>> = Vec::with_capacity(series.len());
-        for (_, chunks) in series {
-            let mut e = Vec::with_capacity(chunks.len());
-            for c in chunks {
+        let mut entries: Vec<ChunkEntry> = Vec::new();
+        for s in series {
+            let s = s?;
+            let chunks = self.block_chunks(id, &s)?;
+            if chunks.is_empty() {
+                continue;
+            }
+            entries.clear();
+            for c in &chunks {
                 let chunk_ref = cw.write(&c.chunk)?;
                 stats.num_samples += c.chunk.num_samples() as u64;
-                e.push(ChunkEntry {
+                entries.push(ChunkEntry {
                     min_time: c.min_time,
                     max_time: c.max_time,
                     chunk_ref,
                 });
             }
+            iw.add_series(&s.labels, &entries)?;
             stats.num_chunks += chunks.len() as u64;
-            entries.push(e);
+            stats.num_series += 1;
         }
         cw.finish()?;
         sync_dir(&chunks_dir)?;
-
-        let symbols: BTreeSet<&str> = series
-            .iter()
-            .flat_map(|(s, _)| s.labels.iter().flat_map(|(n, v)| [n, v]))
-            .collect();
-        let mut iw = IndexWriter::create(&dir.join(INDEX_FILENAME), symbols.iter().copied())?;
-        for ((s, _), e) in series.iter().zip(&entries) {
-            iw.add_series(&s.labels, e)?;
-        }
         iw.finish()?;
-        stats.num_series = series.len() as u64;
 
         Tombstones::default().write(dir)?;
         let meta = BlockMeta {

@@ -8,6 +8,7 @@
 //! directories, so no sample is ever lost or served twice from disk.
 
 use std::collections::{BTreeSet, HashSet};
+use std::iter::Peekable;
 use std::path::{Path, PathBuf};
 
 use crate::block::{
@@ -16,6 +17,50 @@ use crate::block::{
 };
 
 use super::planner::Planner;
+use crate::labels::Labels;
+use crate::series::Series;
+
+/// K-way merge of per-block series streams (each sorted by labels) into one
+/// sorted stream; series present in several blocks are merged with
+/// [`Series::merge`] (each block's tombstones applied to its own chunks).
+struct MergeSeries<I: Iterator<Item = Result<Series, BlockError>>> {
+    inputs: Vec<Peekable<I>>,
+}
+
+impl<I: Iterator<Item = Result<Series, BlockError>>> Iterator for MergeSeries<I> {
+    type Item = Result<Series, BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The number of inputs is small (the blocks of one compaction), so a
+        // linear scan per series beats a heap.
+        let mut min: Option<Labels> = None;
+        for it in &mut self.inputs {
+            match it.peek() {
+                Some(Ok(s)) => {
+                    if min.as_ref().is_none_or(|m| s.labels < *m) {
+                        min = Some(s.labels.clone());
+                    }
+                }
+                Some(Err(_)) => return it.next(),
+                None => {}
+            }
+        }
+        let min = min?;
+        let mut acc: Option<Series> = None;
+        for it in &mut self.inputs {
+            if !matches!(it.peek(), Some(Ok(s)) if s.labels == min) {
+                continue;
+            }
+            if let Some(Ok(s)) = it.next() {
+                acc = Some(match acc {
+                    None => s,
+                    Some(a) => Series::merge(a, s),
+                });
+            }
+        }
+        acc.map(Ok)
+    }
+}
 
 /// Suffix of a block directory being deleted.
 pub const DELETION_SUFFIX: &str = ".tmp-for-deletion";
@@ -185,25 +230,22 @@ impl Compactor {
             max_samples_per_chunk: self.opts.max_samples_per_chunk,
         };
 
-        let mut series = Vec::new();
+        let symbols: BTreeSet<&str> = blocks.iter().flat_map(|b| b.index().symbols()).collect();
+        let mut inputs = Vec::with_capacity(blocks.len());
         for b in &blocks {
-            series.extend(b.all_series()?);
+            inputs.push(b.series_iter()?.peekable());
         }
-        drop(blocks);
-
-        let result = if series.is_empty() {
+        let merged = MergeSeries { inputs };
+        let meta = BlockWriter::new(&self.dir, min_time, max_time)
+            .with_options(opts)
+            .write_sorted(symbols.into_iter(), merged)?;
+        let result = if meta.stats.num_samples == 0 {
+            delete_block(&self.dir, meta.ulid)?;
             None
         } else {
-            let meta = BlockWriter::new(&self.dir, min_time, max_time)
-                .with_options(opts)
-                .write(series)?;
-            if meta.stats.num_samples == 0 {
-                delete_block(&self.dir, meta.ulid)?;
-                None
-            } else {
-                Some(meta)
-            }
+            Some(meta)
         };
+        drop(blocks);
         for m in &metas {
             delete_block(&self.dir, m.ulid)?;
         }

@@ -338,3 +338,61 @@ fn retention_by_time_and_size() {
         .collect();
     assert_eq!(left, vec![metas[2].ulid]);
 }
+
+/// Tombstones belong to their block: a deletion in one replica's block must
+/// not remove the other replica's samples for the same series and times.
+#[test]
+fn vertical_merge_applies_tombstones_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_block(dir.path(), 0, 2 * H, 3, |i, t| (i as i64 + t) as f64);
+    let b = write_block(dir.path(), H, 3 * H, 3, |i, t| (i as i64 + t) as f64);
+    let ba = Block::open(&dir.path().join(a.ulid.to_string())).unwrap();
+    // In A only: [0, 30m) (nobody else has it) and [1h, 90m) (B has it too).
+    ba.delete(0, H / 2 - 1, &[Matcher::equal("i", "0")])
+        .unwrap();
+    ba.delete(H, 3 * H / 2 - 1, &[Matcher::equal("i", "0")])
+        .unwrap();
+    drop(ba);
+    let before = all_samples(dir.path());
+    let c = Compactor::new(dir.path(), CompactorOptions::default());
+    let m = c.compact(&[a.ulid, b.ulid]).unwrap().unwrap();
+    assert_eq!(all_samples(dir.path()), before);
+    let s0: Vec<i64> = before
+        .keys()
+        .filter(|(l, _)| l.contains("i=\"0\""))
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(s0.first(), Some(&(H / 2)));
+    assert!(s0.contains(&H) && s0.contains(&(H + 15_000)));
+    assert_eq!(m.stats.num_samples, before.len() as u64);
+}
+
+#[test]
+fn streaming_writer_rejects_unsorted_input_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = series_of(&[("__name__", "b")], &[(0, 1.0)], 120);
+    let s2 = series_of(&[("__name__", "a")], &[(0, 1.0)], 120);
+    let e = BlockWriter::new(dir.path(), 0, 10)
+        .write_sorted(
+            ["__name__", "a", "b"],
+            vec![Ok(s1.clone()), Ok(s2)].into_iter(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("out of order"), "{e}");
+    let e = BlockWriter::new(dir.path(), 0, 10)
+        .write_sorted(
+            ["__name__", "b"],
+            vec![
+                Ok(s1),
+                Err(crate::block::BlockError::Internal("source failed".into())),
+            ]
+            .into_iter(),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("source failed"));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "partial block left behind"
+    );
+}

@@ -332,6 +332,11 @@ impl IndexReader {
         Ok(SeriesEntry { labels, chunks })
     }
 
+    /// Every symbol (label name or value) of the index, sorted.
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.symbols.iter().map(|s| &**s)
+    }
+
     /// Label names present in the index, sorted.
     pub fn label_names(&self) -> Vec<&str> {
         self.postings
