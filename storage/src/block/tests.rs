@@ -210,3 +210,55 @@ fn empty_range_is_rejected() {
         Err(BlockError::EmptyRange { .. })
     ));
 }
+
+/// The head-to-block path: the block cut from a head holds exactly the
+/// head's samples of the block range, out-of-order ones included.
+#[test]
+fn block_from_head_matches_head() {
+    use crate::head::{Head, HeadOptions};
+    let head = Head::new(HeadOptions {
+        out_of_order_window_ms: 600_000,
+        ..Default::default()
+    });
+    let t0 = 1_699_999_200_000;
+    let v = |i: i64, k: i64| (i * k) as f64 / 7.0;
+    let labels: Vec<Labels> = (0..30)
+        .map(|i| Labels::from_pairs([("__name__", "h"), ("i", format!("{i}").as_str())]))
+        .collect();
+    // Scrape order: every series at each step.
+    for k in 0..(3 * 240) {
+        for (i, l) in labels.iter().enumerate() {
+            let i = i as i64;
+            // Every 10th sample arrives late, after its successor.
+            if k % 10 == 9 {
+                continue;
+            }
+            head.append(l, t0 + k * 15_000, v(i, k)).unwrap();
+            if k % 10 == 0 && k > 0 {
+                head.append(l, t0 + (k - 1) * 15_000, v(i, k - 1)).unwrap();
+            }
+        }
+    }
+    let maxt = t0 + 7_200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let meta = BlockWriter::new(dir.path(), t0, maxt)
+        .write(head.series_for_range(t0, maxt - 1))
+        .unwrap();
+    assert_eq!(meta.stats.num_series, 30);
+    assert_eq!(meta.stats.num_samples, 30 * 480);
+    let b = Block::open(&dir.path().join(meta.ulid.to_string())).unwrap();
+    let from_block = b.select(i64::MIN, i64::MAX, &[], None).unwrap();
+    let from_head = head.select(t0, maxt - 1, &[], None).unwrap();
+    assert_eq!(from_block.len(), from_head.len());
+    for (bs, hs) in from_block.iter().zip(&from_head) {
+        assert_eq!(bs.labels, hs.labels);
+        let i: i64 = bs.labels.get("i").unwrap().parse().unwrap();
+        let want: Vec<(i64, u64)> = (0..480)
+            .map(|k| (t0 + k * 15_000, v(i, k).to_bits()))
+            .collect();
+        assert_eq!(samples(bs), want);
+        let head_part: Vec<(i64, u64)> = samples(hs).into_iter().filter(|s| s.0 < maxt).collect();
+        assert_eq!(samples(bs), head_part);
+        assert!(!bs.has_overlapping_chunks());
+    }
+}
