@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::series::{AppendCtx, MemSeries, Reject};
+use super::series::{AppendCtx, MemSeries, Reject, SeriesState};
 use super::{Head, SeriesRef};
 use crate::error::StorageError;
 use crate::labels::{LabelError, Labels};
@@ -92,7 +92,8 @@ impl Head {
         Ok((series, true))
     }
 
-    /// Appends a sample to the series with these labels, creating it if new.
+    /// Appends a sample to the series with these labels, creating it if new
+    /// (but not when the sample is refused).
     pub fn append(&self, labels: &Labels, t: i64, v: f64) -> Result<SeriesRef, StorageError> {
         self.append_full(labels, t, v).map(|(r, _)| r)
     }
@@ -107,7 +108,24 @@ impl Head {
         // A truncation may drop the series between lookup and append; then
         // look it up (create it) again.
         for _ in 0..4 {
-            let (s, created) = self.get_or_create_series(labels, None)?;
+            let existing = {
+                let hash = labels.hash();
+                let stripe = self.by_hash[hash as usize & self.mask].0.read();
+                stripe.get(hash, labels).cloned()
+            };
+            let (s, created) = match existing {
+                Some(s) => (s, false),
+                None => {
+                    // Do not create a series for a sample that would be
+                    // refused anyway: the caller logs series to the WAL only
+                    // when told they were created, i.e. on success.
+                    let cx = self.append_ctx();
+                    if let Err(rej) = SeriesState::check_first(t, &cx) {
+                        return Err(rejection(rej, labels, t, v, cx.ooo_window));
+                    }
+                    self.get_or_create_series(labels, None)?
+                }
+            };
             let cx = self.append_ctx();
             let mut st = s.state.lock();
             if st.removed {

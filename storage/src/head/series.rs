@@ -101,6 +101,22 @@ fn range_end(t: i64, width: i64) -> i64 {
 }
 
 impl SeriesState {
+    /// The checks a series' first sample must pass.
+    pub(crate) fn check_first(t: i64, cx: &AppendCtx) -> Result<(), Reject> {
+        if t < cx.min_valid {
+            return Err(Reject::TooOld {
+                min_valid: cx.min_valid,
+            });
+        }
+        if cx.ooo_window == 0 {
+            let bound = cx.head_max.saturating_sub(cx.chunk_range / 2);
+            if t < bound {
+                return Err(Reject::TooOld { min_valid: bound });
+            }
+        }
+        Ok(())
+    }
+
     /// Appends one sample. See the head's module docs for the rules.
     #[inline]
     pub(crate) fn append(&mut self, t: i64, v: f64, cx: &AppendCtx) -> Result<Appended, Reject> {

@@ -502,3 +502,149 @@ fn concurrent_appends_with_concurrent_reader() {
     assert!(all.windows(2).all(|w| w[0].labels < w[1].labels));
     eprintln!("concurrent test: reader completed {reads} full selects");
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { s: usize, t: i64, v: u8 },
+        Truncate { t: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            20 => (0usize..3, 0i64..3000, 0u8..3).prop_map(|(s, t, v)| Op::Append { s, t, v }),
+            // Mostly increasing time, as real ingestion.
+            20 => (0usize..3, 0i64..40, 0u8..3).prop_map(|(s, t, v)| Op::Append { s, t: -t, v }),
+            1 => (0i64..3000).prop_map(|t| Op::Truncate { t }),
+        ]
+    }
+
+    #[derive(Default, Clone)]
+    struct ModelSeries {
+        last: Option<(i64, f64)>,
+        samples: BTreeMap<i64, f64>,
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Ok,
+        TooOld,
+        OutOfOrder,
+        Duplicate,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+        /// The head against a direct transcription of its append rules.
+        #[test]
+        fn head_matches_model(window in prop_oneof![Just(0i64), 1i64..800], ops in proptest::collection::vec(op(), 1..150)) {
+            const RANGE: i64 = 1000;
+            let h = Head::new(HeadOptions {
+                chunk_range_ms: RANGE,
+                samples_per_chunk: 5,
+                ooo_samples_per_chunk: 3,
+                out_of_order_window_ms: window,
+                stripe_size: 2,
+            });
+            let names = ["a", "b", "c"];
+            let lbls: Vec<Labels> = names.iter().map(|n| l(&[("s", n)])).collect();
+            let mut m: Vec<ModelSeries> = vec![ModelSeries::default(); 3];
+            let mut head_max = i64::MIN;
+            let mut min_valid = i64::MIN;
+            let mut now = 0i64;
+            for op in ops {
+                match op {
+                    Op::Append { s, t, v } => {
+                        // Negative t in the strategy means "a little after the
+                        // newest sample so far".
+                        let t = if t <= 0 { now - t } else { t };
+                        now = now.max(t);
+                        let v = f64::from(v);
+                        let ms = &mut m[s];
+                        let is_last = ms.last.is_some_and(|(lt, _)| lt == t);
+                        if ms.samples.contains_key(&t) && !is_last {
+                            continue; // out-of-order duplicates: covered elsewhere
+                        }
+                        let want = if t < min_valid {
+                            Outcome::TooOld
+                        } else {
+                            match ms.last {
+                                Some((lt, lv)) if t == lt => {
+                                    if lv.to_bits() == v.to_bits() { Outcome::Ok } else { Outcome::Duplicate }
+                                }
+                                Some((lt, _)) if t < lt => {
+                                    if window > 0 && t >= head_max.saturating_sub(window) {
+                                        ms.samples.insert(t, v);
+                                        head_max = head_max.max(t);
+                                        Outcome::Ok
+                                    } else {
+                                        Outcome::OutOfOrder
+                                    }
+                                }
+                                _ => {
+                                    if window == 0 && t < head_max.saturating_sub(RANGE / 2) {
+                                        Outcome::TooOld
+                                    } else {
+                                        ms.samples.insert(t, v);
+                                        ms.last = Some((t, v));
+                                        head_max = head_max.max(t);
+                                        Outcome::Ok
+                                    }
+                                }
+                            }
+                        };
+                        let got = match h.append(&lbls[s], t, v) {
+                            Ok(_) => Outcome::Ok,
+                            Err(StorageError::TooOldSample { .. }) => Outcome::TooOld,
+                            Err(StorageError::OutOfOrderSample { .. }) => Outcome::OutOfOrder,
+                            Err(StorageError::DuplicateSample { .. }) => Outcome::Duplicate,
+                            Err(e) => panic!("unexpected {e}"),
+                        };
+                        prop_assert_eq!(got, want, "append {}@{} (window {})", names[s], t, window);
+                    }
+                    Op::Truncate { t } => {
+                        let dropped = h.truncate_before(t);
+                        min_valid = min_valid.max(t);
+                        let mut want_dropped = vec![];
+                        for (i, ms) in m.iter_mut().enumerate() {
+                            let exists = !ms.samples.is_empty();
+                            if exists && ms.samples.range(t..).next().is_none() {
+                                want_dropped.push(lbls[i].clone());
+                                *ms = ModelSeries::default();
+                            }
+                        }
+                        for r in &dropped {
+                            prop_assert!(h.labels(*r).is_none());
+                        }
+                        prop_assert_eq!(dropped.len(), want_dropped.len());
+                    }
+                }
+            }
+            // Compare what a query returns, from the truncation point on.
+            let got = h.select(i64::MIN, i64::MAX, &[], None).unwrap();
+            for (i, ms) in m.iter().enumerate() {
+                let want: Vec<(i64, f64)> = ms.samples.range(min_valid..).map(|(&t, &v)| (t, v)).collect();
+                let series = got.iter().find(|s| s.labels == lbls[i]);
+                let have = match series {
+                    Some(s) => collect_samples(&mut s.iter_range(min_valid, i64::MAX)).unwrap(),
+                    None => vec![],
+                };
+                prop_assert_eq!(have, want, "series {}", names[i]);
+                if let Some(s) = series {
+                    // And the block writer's view is clean and identical.
+                    let b = h.series_for_range(min_valid, i64::MAX);
+                    let bs = b.iter().find(|x| x.labels == s.labels);
+                    if let Some(bs) = bs {
+                        prop_assert!(!bs.has_overlapping_chunks());
+                        prop_assert!(bs.chunks.iter().all(|c| c.chunk.num_samples() <= 5));
+                    }
+                }
+            }
+            prop_assert_eq!(h.num_series(), m.iter().filter(|s| !s.samples.is_empty()).count());
+        }
+    }
+}
