@@ -8,14 +8,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/prometheus/types.proto",
         "proto/prometheus/remote.proto",
         "proto/io/prometheus/write/v2/types.proto",
+        "proto/pharos/ingest.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, [Path::new("proto")])?;
     prost_build::Config::new()
-        // Label values, symbols and chunk data are handed to storage as is.
-        .bytes([".prometheus.Chunk.data"])
+        // Decoding from `Bytes` into `Bytes` fields borrows instead of copying.
+        .bytes([".prometheus.Chunk.data", ".pharos.ingest"])
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -19,6 +19,13 @@ pub mod write_v2 {
     include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
 }
 
+/// Pharos's decoding view of both remote-write versions: the same wire
+/// format with `bytes` for strings (see `proto/pharos/ingest.proto`).
+#[allow(clippy::all, unreachable_pub, missing_docs)]
+pub mod ingest {
+    include!(concat!(env!("OUT_DIR"), "/pharos.ingest.rs"));
+}
+
 pub use prost;
 
 #[cfg(test)]
@@ -61,6 +68,54 @@ mod tests {
 
     /// Field numbers of the wire format, checked byte by byte: a hand-built
     /// `Sample{value: 1.0, timestamp: 2}` (tag 0x09 fixed64, tag 0x10 varint).
+    /// The ingest view decodes real 1.0 and 2.0 bodies field for field.
+    #[test]
+    fn ingest_view_is_wire_compatible() {
+        let req = prometheus::WriteRequest {
+            timeseries: vec![prometheus::TimeSeries {
+                labels: vec![prometheus::Label {
+                    name: "a".into(),
+                    value: "b".into(),
+                }],
+                samples: vec![prometheus::Sample {
+                    value: 2.0,
+                    timestamp: 7,
+                }],
+                ..Default::default()
+            }],
+            metadata: vec![prometheus::MetricMetadata {
+                r#type: 1,
+                metric_family_name: "m".into(),
+                help: "h".into(),
+                unit: "u".into(),
+            }],
+        };
+        let raw = ingest::WriteRequest::decode(req.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(&raw.timeseries[0].labels[0].value[..], b"b");
+        assert_eq!(raw.timeseries[0].samples[0].timestamp, 7);
+        assert_eq!(&raw.metadata[0].unit[..], b"u");
+        let v2 = write_v2::Request {
+            symbols: vec!["".into(), "a".into(), "b".into()],
+            timeseries: vec![write_v2::TimeSeries {
+                labels_refs: vec![1, 2],
+                samples: vec![write_v2::Sample {
+                    value: 1.0,
+                    timestamp: 3,
+                }],
+                metadata: Some(write_v2::Metadata {
+                    r#type: 2,
+                    help_ref: 1,
+                    unit_ref: 0,
+                }),
+                ..Default::default()
+            }],
+        };
+        let raw = ingest::RequestV2::decode(v2.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(raw.symbols.len(), 3);
+        assert_eq!(raw.timeseries[0].labels_refs, vec![1, 2]);
+        assert_eq!(raw.timeseries[0].metadata.as_ref().unwrap().r#type, 2);
+    }
+
     #[test]
     fn sample_wire_bytes() {
         let s = prometheus::Sample {
