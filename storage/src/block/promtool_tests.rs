@@ -559,3 +559,51 @@ fn promtool_reads_compacted_blocks() {
         );
     }
 }
+
+/// Tombstones Pharos writes are honoured by Prometheus's reader.
+#[test]
+fn promtool_honours_pharos_tombstones() {
+    let Some(promtool) = promtool() else { return };
+    let data = workload(10, 240);
+    let dir = tempfile::tempdir().unwrap();
+    let input: Vec<Series> = data
+        .iter()
+        .map(|(l, s)| {
+            let pairs: Vec<(&str, &str)> = l.iter().collect();
+            series_of(&pairs, s, 120)
+        })
+        .collect();
+    let meta = BlockWriter::new(dir.path(), T0, T0 + 7_200_000)
+        .write(input)
+        .unwrap();
+    let block = Block::open(&dir.path().join(meta.ulid.to_string())).unwrap();
+    let (lo, hi) = (T0 + 300_000, T0 + 900_000);
+    let m = [crate::labels::Matcher::equal(
+        "__name__",
+        "node_temperature_celsius",
+    )];
+    assert_eq!(block.delete(lo, hi, &m).unwrap(), 10);
+    let all = [crate::labels::Matcher::equal("instance", "10.0.0.3:9100")];
+    assert_eq!(block.delete(T0 + 3_000_000, i64::MAX, &all).unwrap(), 3);
+    drop(block);
+    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+    let got = parse_dump(&run(Command::new(&promtool)
+        .args(["tsdb", "dump"])
+        .arg(dir.path())));
+    let mut want = BTreeMap::new();
+    for (l, s) in &data {
+        for &(t, v) in s {
+            let in_first =
+                l.metric_name() == Some("node_temperature_celsius") && (lo..=hi).contains(&t);
+            let in_second = l.get("instance") == Some("10.0.0.3:9100") && t >= T0 + 3_000_000;
+            if !in_first && !in_second {
+                want.insert((l.to_string(), t), v);
+            }
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    for ((k, w), (gk, g)) in want.iter().zip(&got) {
+        assert_eq!(k, gk);
+        assert!(same_value(*w, *g), "{k:?}");
+    }
+}

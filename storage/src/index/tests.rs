@@ -34,7 +34,7 @@ fn build(dir: &std::path::Path, mut series: Vec<Labels>) -> (std::path::PathBuf,
             ChunkEntry {
                 min_time: base + 9000,
                 max_time: base + 9000,
-                chunk_ref: (1 << 32) | (i as u64) * 300,
+                chunk_ref: (1 << 32) | ((i as u64) * 300),
             },
         ];
         w.add_series(s, &chunks).unwrap();
