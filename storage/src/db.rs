@@ -113,11 +113,15 @@ pub struct AppendStats {
 }
 
 /// State guarded by the append lock.
-#[derive(Default)]
 struct AppendState {
     /// Series created in the head whose Series record failed to reach the
     /// WAL; the next batch logs them first.
     unlogged: Vec<RefSeries>,
+    /// Ref for the next series created. The Db assigns refs itself, above
+    /// every ref the WAL has ever mentioned, so that a ref in the WAL never
+    /// names two label sets (the head alone would only stay above the refs
+    /// of series it still holds).
+    next_ref: u64,
 }
 
 /// One node's storage engine: WAL + head. Share it behind an `Arc`.
@@ -145,15 +149,19 @@ impl Db {
         let mut ref_map: HashMap<u64, u64> = HashMap::new();
         let mut first_reject: Option<StorageError> = None;
         let mut first_replay_error: Option<StorageError> = None;
+        let mut max_ref = 0u64;
         let (wal, replay) = Wal::open(&dir.join("wal"), opts.wal.clone(), |rec| match rec {
             Record::Series(series) => {
                 for s in series {
+                    max_ref = max_ref.max(s.series_ref);
                     match head.get_or_create_with_ref(SeriesRef(s.series_ref), &s.labels) {
                         Ok((r, created)) => {
                             report.series += u64::from(created);
                             if r.0 != s.series_ref {
                                 report.remapped_refs += 1;
                                 ref_map.insert(s.series_ref, r.0);
+                            } else {
+                                ref_map.remove(&s.series_ref);
                             }
                         }
                         Err(e) => {
@@ -222,11 +230,15 @@ impl Db {
             elapsed_ms = start.elapsed().as_millis() as u64,
             "database opened"
         );
+        let next_ref = max_ref.max(head.last_series_ref().0) + 1;
         Ok(Db {
             dir,
             head,
             wal,
-            append: Mutex::new(AppendState::default()),
+            append: Mutex::new(AppendState {
+                unlogged: Vec::new(),
+                next_ref,
+            }),
             ref_map: RwLock::new(ref_map),
             report,
         })
@@ -283,7 +295,7 @@ impl Db {
                 if invalid[i] {
                     continue;
                 }
-                match self.append_one(refs[i], labels, *t, *v, &mut new_series) {
+                match self.append_one(refs[i], labels, *t, *v, &mut new_series, &mut st.next_ref) {
                     Ok(r) => accepted.push(RefSample {
                         series_ref: r.0,
                         t: *t,
@@ -329,6 +341,7 @@ impl Db {
         t: i64,
         v: f64,
         new_series: &mut Vec<RefSeries>,
+        next_ref: &mut u64,
     ) -> Result<SeriesRef, StorageError> {
         if let Some(r) = known {
             match self.head.append_ref(r, t, v) {
@@ -338,8 +351,11 @@ impl Db {
                 other => return other.map(|()| r),
             }
         }
-        let (r, created) = self.head.get_or_create(labels)?;
+        let (r, created) = self
+            .head
+            .get_or_create_with_ref(SeriesRef(*next_ref), labels)?;
         if created {
+            *next_ref += 1;
             new_series.push(RefSeries {
                 series_ref: r.0,
                 labels: labels.clone(),
@@ -617,5 +633,46 @@ mod tests {
             assert!(v.iter().all(|x| b.contains(x)), "{k}");
         }
         assert!(db.open_report().corruptions().is_empty());
+    }
+
+    #[test]
+    fn refs_are_never_reused_after_a_remap() {
+        // A WAL where series A was logged under ref 1 and again under ref 3
+        // (truncated from the head and re-created before a checkpoint could
+        // publish): replay maps 3 -> 1, and new series must still get refs
+        // above 3, or ref 3 would name two label sets in the WAL.
+        let dir = tempfile::tempdir().unwrap();
+        let a = lbl("a", 0);
+        let b = lbl("b", 0);
+        {
+            let (wal, _) = Wal::open(&dir.path().join("wal"), opts().wal, |_| {}).unwrap();
+            let s = |r: u64, l: &Labels| RefSeries {
+                series_ref: r,
+                labels: l.clone(),
+            };
+            let x = |r: u64, t: i64| RefSample {
+                series_ref: r,
+                t,
+                v: t as f64,
+            };
+            wal.log(&[
+                Record::Series(&[s(1, &a), s(2, &b)]),
+                Record::Samples(&[x(1, 10), x(2, 10)]),
+                Record::Series(&[s(3, &a)]),
+                Record::Samples(&[x(3, 20)]),
+            ])
+            .unwrap();
+        }
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_eq!(db.open_report().remapped_refs, 1);
+        let c = lbl("c", 0);
+        db.append(&[(c.clone(), 30, 3.0), (a.clone(), 30, 30.0)])
+            .unwrap();
+        assert_eq!(db.head().get_ref(&c), Some(SeriesRef(4)));
+        let before = dump(&db);
+        assert_eq!(before[&a.to_string()].len(), 3);
+        drop(db);
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_eq!(dump(&db), before);
     }
 }
