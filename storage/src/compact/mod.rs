@@ -17,6 +17,11 @@
 //! running query still reads (the caller holds open [`Block`]s, whose open
 //! files stay readable after deletion on Unix).
 //!
+//! Concurrency contract: the caller serialises compaction, retention and
+//! [`Block::delete`] on one data directory (a compaction reads its sources'
+//! tombstones once; a deletion landing in a source after that would be lost
+//! with the source).
+//!
 //! [`Block`]: crate::block::Block
 
 mod compactor;
