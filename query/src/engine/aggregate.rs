@@ -190,7 +190,12 @@ fn fold(
                     incremental: false,
                 };
                 match a.op {
-                    AggregateOp::Stddev | AggregateOp::Stdvar => acc.value = 0.0,
+                    AggregateOp::Stddev | AggregateOp::Stdvar => {
+                        // Fold the first sample through Welford's update
+                        // too, so that a lone Inf or NaN yields NaN.
+                        acc.mean = v;
+                        acc.value = v * (v - v);
+                    }
                     AggregateOp::Quantile => qvals[g].push(v),
                     _ => {}
                 }

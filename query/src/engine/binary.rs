@@ -376,6 +376,7 @@ fn vector_vector(
     let mut lfill_labels: HashMap<usize, Labels> = HashMap::new();
     let mut rfill_labels: HashMap<usize, Labels> = HashMap::new();
     let mut out = OutBuilder::new();
+    let mut present: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for step in 0..n {
         if step % 1024 == 1023 {
             ev.check_timeout()?;
@@ -389,9 +390,13 @@ fn vector_vector(
             if let Some(&(dup, _)) = right.get(&rsig[ri]) {
                 let one_side = if swap { "left" } else { "right" };
                 let ml = match_labels(&rhs[ri].labels, m);
+                let (a, b) = if rhs[ri].labels <= rhs[dup].labels {
+                    (&rhs[ri].labels, &rhs[dup].labels)
+                } else {
+                    (&rhs[dup].labels, &rhs[ri].labels)
+                };
                 return Err(QueryError::exec(format!(
-                    "found duplicate series for the match group {ml} on the {one_side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    rhs[ri].labels, rhs[dup].labels
+                    "found duplicate series for the match group {ml} on the {one_side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side"
                 )));
             }
             right.insert(rsig[ri], (ri, v));
@@ -405,6 +410,15 @@ fn vector_vector(
                     None => continue,
                 },
             };
+            // Cardinality is checked before comparison filters drop anything.
+            if ri.is_some() && m.card == Cardinality::OneToOne {
+                if matched.contains_key(&sig) {
+                    return Err(QueryError::exec(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    ));
+                }
+                matched.insert(sig, None);
+            }
             let (fl, fr) = if swap { (rval, lval) } else { (lval, rval) };
             let (mut v, keep) = float_op(op, fl, fr);
             if b.return_bool {
@@ -427,14 +441,7 @@ fn vector_vector(
                     .clone(),
             };
             if ri.is_some() {
-                if m.card == Cardinality::OneToOne {
-                    if matched.contains_key(&sig) {
-                        return Err(QueryError::exec(
-                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                        ));
-                    }
-                    matched.insert(sig, None);
-                } else {
+                if m.card != Cardinality::OneToOne {
                     let set = matched
                         .entry(sig)
                         .or_insert_with(|| Some(Default::default()));
@@ -452,9 +459,11 @@ fn vector_vector(
             out.push(slot, t, v)?;
         }
         if let Some(f) = fill_l {
+            present.clear();
+            present.extend(lv.iter().map(|&(li, _)| lsig[li]));
             for &(ri, rval) in &rv {
                 let sig = rsig[ri];
-                if lv.iter().any(|&(li, _)| lsig[li] == sig) {
+                if present.contains(&sig) {
                     continue;
                 }
                 let (fl, fr) = if swap { (rval, f) } else { (f, rval) };

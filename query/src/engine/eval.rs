@@ -395,6 +395,30 @@ impl<'a> Evaluator<'a> {
         };
         let at = self.resolve_at(vs.at);
         let refs = self.refs(at, offset);
+        let sel = self.select_at(vs, &refs)?;
+        Ok(sel
+            .into_iter()
+            .map(|(labels, pts)| RSeries {
+                labels,
+                drop_name: false,
+                points: pts
+                    .into_iter()
+                    .map(|(i, st, v)| {
+                        (self.ts(i), if sample_time { st as f64 / 1000.0 } else { v })
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// For each series of `vs`, the latest non-stale sample within the
+    /// lookback of each reference time: `(step, sample time, value)`.
+    /// Reference times must not decrease.
+    pub(crate) fn select_at(
+        &mut self,
+        vs: &VectorSelector,
+        refs: &[i64],
+    ) -> Result<Vec<(Labels, Vec<(usize, i64, f64)>)>, QueryError> {
         let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
             return Ok(Vec::new());
         };
@@ -412,19 +436,52 @@ impl<'a> Evaluator<'a> {
                 }
                 let (st, sv) = samples[idx - 1];
                 if st > r - lookback && !is_stale_nan(sv) {
-                    let v = if sample_time { st as f64 / 1000.0 } else { sv };
-                    pts.push((self.ts(i), v));
+                    pts.push((i, st, sv));
                 }
             }
             if !pts.is_empty() {
-                out.push(RSeries {
-                    labels,
-                    drop_name: false,
-                    points: pts,
-                });
+                out.push((labels, pts));
             }
         }
         Ok(out)
+    }
+
+    /// Reference time of each step as seen by the first selector under `e`
+    /// (its `@` and `offset`, and those of enclosing subqueries).
+    pub(crate) fn ref_times_of(&self, e: &Expr) -> Result<Vec<i64>, QueryError> {
+        let mut refs: Vec<i64> = (0..self.nsteps()).map(|i| self.ts(i)).collect();
+        let mut cur = e;
+        loop {
+            let (at, offset, next): (Option<AtModifier>, Option<&Duration>, Option<&Expr>) =
+                match cur {
+                    Expr::VectorSelector(vs) => (vs.at, vs.offset.as_ref(), None),
+                    Expr::MatrixSelector(ms) => (ms.vs.at, ms.vs.offset.as_ref(), None),
+                    Expr::Subquery(sq) => (sq.at, sq.offset.as_ref(), Some(&*sq.expr)),
+                    Expr::Paren(p) => (None, None, Some(&*p.expr)),
+                    Expr::Unary(u) => (None, None, Some(&*u.expr)),
+                    Expr::Aggregate(a) => (None, None, Some(&*a.expr)),
+                    Expr::Binary(b) => (None, None, Some(&*b.lhs)),
+                    Expr::Call(c) => (
+                        None,
+                        None,
+                        c.args.iter().find(|a| {
+                            matches!(expr_type(a), ValueType::Vector | ValueType::Matrix)
+                        }),
+                    ),
+                    _ => (None, None, None),
+                };
+            if let Some(t) = self.resolve_at(at) {
+                refs.iter_mut().for_each(|r| *r = t);
+            }
+            if let Some(d) = offset {
+                let o = self.resolve_duration(d)?;
+                refs.iter_mut().for_each(|r| *r -= o);
+            }
+            match next {
+                Some(n) => cur = n,
+                None => return Ok(refs),
+            }
+        }
     }
 
     pub(crate) fn eval_matrix_selector(

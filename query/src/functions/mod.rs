@@ -7,6 +7,7 @@
 
 pub(crate) mod fmt;
 mod histogram;
+mod info;
 mod label;
 mod math;
 mod over_time;
@@ -307,6 +308,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, QueryEr
         return Ok(v);
     }
     if let Some(v) = histogram::eval(ev, c)? {
+        return Ok(v);
+    }
+    if let Some(v) = info::eval(ev, c)? {
         return Ok(v);
     }
     Err(QueryError::bad(format!(
