@@ -106,8 +106,8 @@ pub enum BlockError {
         min_time: i64,
         max_time: i64,
     },
-    #[error("block {block}: {what}")]
-    Compaction { block: String, what: String },
+    #[error("block {block}: verification failed: {what}")]
+    Verify { block: Ulid, what: String },
     #[error("{0}")]
     Internal(String),
 }

@@ -336,6 +336,8 @@ fn pharos_reads_promtool_blocks() {
     let mut total = 0;
     for b in &blocks {
         let m = b.meta();
+        let checked = b.verify().unwrap();
+        assert_eq!(checked.num_samples, m.stats.num_samples);
         total += m.stats.num_samples;
         for s in b.select(i64::MIN, i64::MAX, &[], None).unwrap() {
             for (t, v) in collect_samples(&mut s.iter()).unwrap() {

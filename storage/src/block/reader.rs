@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 use parking_lot::{Mutex, RwLock};
 
 use super::{
-    coalesce, BlockError, BlockMeta, ChunkReader, Tombstones, Ulid, CHUNKS_DIRNAME, INDEX_FILENAME,
+    coalesce, BlockError, BlockMeta, BlockStats, ChunkReader, Tombstones, Ulid, CHUNKS_DIRNAME,
+    INDEX_FILENAME,
 };
+use crate::chunk::{SampleIterator, ValueType};
 use crate::error::StorageError;
 use crate::index::IndexReader;
-use crate::labels::Matcher;
+use crate::labels::{Labels, Matcher};
 use crate::querier::{Querier, SelectHints};
 use crate::series::{ChunkMeta, Series};
 
@@ -261,6 +263,92 @@ impl Block {
     /// Deleted intervals of series `id`, coalesced.
     pub fn deleted_intervals(&self, id: u64) -> Vec<(i64, i64)> {
         coalesce(self.tombstones.read().get(id).to_vec())
+    }
+
+    /// Reads every series entry and chunk and checks what queries rely on:
+    /// checksums, series in strictly ascending label order, chunks sorted
+    /// and non-overlapping, every sample decodable and inside its chunk's
+    /// time range and the block's, and the totals in meta.json. For blocks
+    /// from elsewhere (imports, object storage) before they are served.
+    pub fn verify(&self) -> Result<BlockStats, BlockError> {
+        let meta = self.meta();
+        let fail = |what: String| BlockError::Verify {
+            block: meta.ulid,
+            what,
+        };
+        let mut stats = BlockStats::default();
+        let mut prev: Option<Labels> = None;
+        for id in self.index.all_postings()? {
+            let entry = self.index.series(id)?;
+            if let Some(p) = &prev {
+                if entry.labels <= *p {
+                    return Err(fail(format!("series {} is not after {p}", entry.labels)));
+                }
+            }
+            for (i, c) in entry.chunks.iter().enumerate() {
+                if i > 0 && c.min_time <= entry.chunks[i - 1].max_time {
+                    return Err(fail(format!(
+                        "series {}: chunks overlap at {}",
+                        entry.labels, c.min_time
+                    )));
+                }
+                if c.min_time < meta.min_time || c.max_time >= meta.max_time {
+                    return Err(fail(format!(
+                        "series {}: chunk [{}, {}] outside the block range [{}, {})",
+                        entry.labels, c.min_time, c.max_time, meta.min_time, meta.max_time
+                    )));
+                }
+                let chunk = self
+                    .chunks
+                    .read(c.chunk_ref)
+                    .map_err(|e| BlockError::SeriesChunk {
+                        block: meta.ulid,
+                        series: entry.labels.to_string(),
+                        source: Box::new(e),
+                    })?;
+                let mut it = chunk.iter();
+                let mut n = 0u64;
+                let mut last = i64::MIN;
+                while it.next() == ValueType::Float {
+                    let t = it.at_t();
+                    if t < c.min_time || t > c.max_time || (n > 0 && t <= last) {
+                        return Err(fail(format!(
+                            "series {}: sample at {t} out of order or outside its chunk [{}, {}]",
+                            entry.labels, c.min_time, c.max_time
+                        )));
+                    }
+                    last = t;
+                    n += 1;
+                }
+                if let Some(e) = it.err() {
+                    return Err(BlockError::Chunk {
+                        block: meta.ulid,
+                        series: entry.labels.to_string(),
+                        source: e.clone(),
+                    });
+                }
+                stats.num_samples += n;
+            }
+            stats.num_chunks += entry.chunks.len() as u64;
+            stats.num_series += 1;
+            prev = Some(entry.labels);
+        }
+        let m = &meta.stats;
+        if (m.num_samples, m.num_series, m.num_chunks)
+            != (stats.num_samples, stats.num_series, stats.num_chunks)
+        {
+            return Err(fail(format!(
+                "meta.json counts {}/{}/{} samples/series/chunks, the data has {}/{}/{}",
+                m.num_samples,
+                m.num_series,
+                m.num_chunks,
+                stats.num_samples,
+                stats.num_series,
+                stats.num_chunks
+            )));
+        }
+        stats.num_tombstones = self.tombstones.read().num_intervals();
+        Ok(stats)
     }
 }
 

@@ -349,3 +349,64 @@ mod model {
         }
     }
 }
+
+#[test]
+fn verify_accepts_good_blocks_and_names_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let input: Vec<Series> = (0..5)
+        .map(|i| {
+            let v = format!("{i}");
+            series_of(
+                &[("__name__", "m"), ("i", &v)],
+                &grid(0, 3_600_000, 15_000, |t| t as f64),
+                120,
+            )
+        })
+        .collect();
+    let meta = BlockWriter::new(dir.path(), 0, 3_600_000)
+        .write(input)
+        .unwrap();
+    let bdir = dir.path().join(meta.ulid.to_string());
+    let stats = Block::open(&bdir).unwrap().verify().unwrap();
+    assert_eq!(stats, meta.stats);
+
+    // Counts in meta.json that disagree with the data.
+    let mut wrong = meta.clone();
+    wrong.stats.num_samples += 1;
+    wrong.write(&bdir).unwrap();
+    let e = Block::open(&bdir)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("meta.json counts") && e.contains(&meta.ulid.to_string()),
+        "{e}"
+    );
+    meta.write(&bdir).unwrap();
+
+    // A flipped bit in chunk data.
+    let seg = bdir.join("chunks/000001");
+    let mut b = std::fs::read(&seg).unwrap();
+    b[500] ^= 0x04;
+    std::fs::write(&seg, &b).unwrap();
+    let e = Block::open(&bdir)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("checksum") && e.contains("i=\""), "{e}");
+
+    // A block range that does not cover its chunks.
+    b[500] ^= 0x04;
+    std::fs::write(&seg, &b).unwrap();
+    let mut short = meta.clone();
+    short.max_time = 1_800_000;
+    short.write(&bdir).unwrap();
+    let e = Block::open(&bdir)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outside the block range"), "{e}");
+}
