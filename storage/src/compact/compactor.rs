@@ -192,11 +192,12 @@ impl Compactor {
     /// meta, or `None` when nothing was left (the sources are deleted
     /// anyway).
     pub fn compact(&self, ids: &[Ulid]) -> Result<Option<BlockMeta>, BlockError> {
+        let ids: BTreeSet<Ulid> = ids.iter().copied().collect();
         if ids.is_empty() {
             return Ok(None);
         }
         let mut blocks = Vec::with_capacity(ids.len());
-        for id in ids {
+        for id in &ids {
             blocks.push(Block::open(&self.dir.join(id.to_string()))?);
         }
         blocks.sort_by_key(|b| (b.min_time(), b.id()));
