@@ -395,6 +395,9 @@ impl<'a> Evaluator<'a> {
         };
         let at = self.resolve_at(vs.at);
         let refs = self.refs(at, offset);
+        if vs.smoothed {
+            return self.smoothed_selector(vs, &refs);
+        }
         let sel = self.select_at(vs, &refs)?;
         Ok(sel
             .into_iter()
@@ -409,6 +412,51 @@ impl<'a> Evaluator<'a> {
                     .collect(),
             })
             .collect())
+    }
+
+    /// A `smoothed` instant selector: the value linearly interpolated
+    /// between the samples around each reference time (the last sample
+    /// when none follows within the lookback).
+    fn smoothed_selector(
+        &mut self,
+        vs: &VectorSelector,
+        refs: &[i64],
+    ) -> Result<Vec<RSeries>, QueryError> {
+        let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
+            return Ok(Vec::new());
+        };
+        let lookback = self.opts.lookback_delta_ms;
+        let data = self.load(vs, first - lookback + 1, last + lookback, 0, None)?;
+        let mut out = Vec::with_capacity(data.len());
+        for (labels, mut samples) in data {
+            samples.retain(|p| !is_stale_nan(p.1));
+            let mut pts = Vec::new();
+            for (i, &r) in refs.iter().enumerate() {
+                let idx = samples.partition_point(|s| s.0 <= r);
+                if idx == 0 {
+                    continue;
+                }
+                let (bt, bv) = samples[idx - 1];
+                if bt <= r - lookback {
+                    continue;
+                }
+                let v = match samples.get(idx) {
+                    Some(&(at, av)) if bt != r && at - r < lookback => {
+                        bv + (av - bv) * ((r - bt) as f64 / (at - bt) as f64)
+                    }
+                    _ => bv,
+                };
+                pts.push((self.ts(i), v));
+            }
+            if !pts.is_empty() {
+                out.push(RSeries {
+                    labels,
+                    drop_name: false,
+                    points: pts,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// For each series of `vs`, the latest non-stale sample within the

@@ -63,95 +63,108 @@ fn extrapolated(
     Some(result * factor)
 }
 
-/// Value of a series at time `t` for anchored/smoothed windows: the last
-/// sample at or before `t` (anchored), or linear interpolation between the
-/// neighbours (smoothed).
-fn boundary_value(
+/// The samples an anchored window works on: those in `(start, end]` plus
+/// the last one at or before `start` still within the lookback. `None` when
+/// the window itself is empty.
+fn anchored_samples(
     pts: &[(i64, f64)],
-    t: i64,
-    smoothed: bool,
+    start: i64,
+    end: i64,
     lookback: i64,
-    counter: bool,
-) -> Option<f64> {
-    let idx = pts.partition_point(|p| p.0 <= t);
-    let before = if idx > 0 { Some(pts[idx - 1]) } else { None };
-    let after = pts.get(idx).copied();
-    match (before, after) {
-        (Some(b), _) if b.0 == t => Some(b.1),
-        (Some(b), Some(a)) if smoothed => {
-            if t - b.0 > lookback && a.0 - t > lookback {
-                return None;
-            }
-            let mut av = a.1;
-            if counter && a.1 < b.1 {
-                // A reset between the two: interpolate from zero.
-                av += b.1;
-            }
-            let frac = (t - b.0) as f64 / (a.0 - b.0) as f64;
-            Some(b.1 + (av - b.1) * frac)
+) -> Option<&[(i64, f64)]> {
+    let lo = pts.partition_point(|p| p.0 <= start);
+    let hi = pts.partition_point(|p| p.0 <= end);
+    if hi == lo {
+        return None;
+    }
+    let from = if lo > 0 && start - pts[lo - 1].0 < lookback {
+        lo - 1
+    } else {
+        lo
+    };
+    Some(&pts[from..hi])
+}
+
+/// Value of the series at `x`, linearly interpolated between the
+/// neighbouring samples, or the nearest sample when `x` is outside them.
+/// `vals` are the values to interpolate (counter-adjusted or raw).
+pub(crate) fn interpolate(pts: &[(i64, f64)], vals: &[f64], x: i64) -> Option<f64> {
+    let idx = pts.partition_point(|p| p.0 <= x);
+    match (idx.checked_sub(1), pts.get(idx)) {
+        (Some(b), _) if pts[b].0 == x => Some(vals[b]),
+        (Some(b), Some(a)) => {
+            let frac = (x - pts[b].0) as f64 / (a.0 - pts[b].0) as f64;
+            Some(vals[b] + (vals[idx] - vals[b]) * frac)
         }
-        (Some(b), _) => {
-            if t - b.0 > lookback {
-                None
-            } else {
-                Some(b.1)
-            }
-        }
-        (None, Some(a)) if smoothed => {
-            if a.0 - t > lookback {
-                None
-            } else {
-                Some(a.1)
-            }
-        }
-        _ => None,
+        (Some(b), None) => Some(vals[b]),
+        (None, Some(_)) => Some(vals[idx]),
+        (None, None) => None,
     }
 }
 
-/// `rate`/`increase`/`delta` over anchored or smoothed windows: the change
-/// between the series' values at the window's two ends, with counter resets
-/// inside the window added back.
+/// Counter values with every reset compensated, so the sequence never
+/// decreases because of a reset.
+fn counter_adjusted(pts: &[(i64, f64)]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(pts.len());
+    let mut offset = 0.0;
+    let mut prev = f64::NAN;
+    for &(_, v) in pts {
+        if v < prev {
+            offset += prev;
+        }
+        prev = v;
+        out.push(v + offset);
+    }
+    out
+}
+
+/// `rate`/`increase`/`delta` over `anchored` windows (no extrapolation:
+/// the change from the sample anchoring the window start to the last one)
+/// or `smoothed` windows (the change between values interpolated at both
+/// window ends).
 fn extended(ev: &Evaluator<'_>, rd: &RangeData, counter: bool, is_rate: bool) -> Vec<RSeries> {
     let lookback = ev.opts.lookback_delta_ms;
+    let secs = rd.range as f64 / 1000.0;
     let mut out = Vec::new();
     for s in &rd.series {
         let pts = &s.points;
+        let vals: Vec<f64> = if counter {
+            counter_adjusted(pts)
+        } else {
+            pts.iter().map(|p| p.1).collect()
+        };
         let mut res = Vec::new();
         for (step, &end) in rd.refs.iter().enumerate() {
             let start = end - rd.range;
-            let (Some(v0), Some(v1)) = (
-                boundary_value(pts, start, rd.smoothed, lookback, counter),
-                boundary_value(pts, end, rd.smoothed, lookback, counter),
-            ) else {
-                continue;
-            };
-            let lo = pts.partition_point(|p| p.0 <= start);
-            let hi = pts.partition_point(|p| p.0 <= end);
-            let inner = &pts[lo..hi];
-            let mut delta = v1 - v0;
-            if counter {
-                let mut prev = v0;
-                for &(_, v) in inner {
-                    if v < prev {
-                        delta += prev;
-                    }
-                    prev = v;
-                }
-                if rd.smoothed && !inner.is_empty() && v1 < prev {
-                    delta += prev;
-                }
-            }
-            if inner.is_empty() && !rd.smoothed {
-                // Anchored needs at least one sample in the window itself.
-                let before = pts.partition_point(|p| p.0 <= start);
-                if before == 0 || pts[before - 1].0 != start {
+            let delta = if rd.smoothed {
+                // Data only before or only after the window gives nothing.
+                let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+                    continue;
+                };
+                if last.0 < start || first.0 > end {
                     continue;
                 }
-            }
-            if is_rate {
-                delta /= rd.range as f64 / 1000.0;
-            }
-            res.push((ev.ts(step), delta));
+                match (interpolate(pts, &vals, start), interpolate(pts, &vals, end)) {
+                    (Some(a), Some(b)) => b - a,
+                    _ => continue,
+                }
+            } else {
+                let Some(w) = anchored_samples(pts, start, end, lookback) else {
+                    continue;
+                };
+                let mut d = w[w.len() - 1].1 - w[0].1;
+                if counter {
+                    let mut prev = w[0].1;
+                    for &(_, v) in &w[1..] {
+                        if v < prev {
+                            d += prev;
+                        }
+                        prev = v;
+                    }
+                }
+                d
+            };
+            res.push((ev.ts(step), if is_rate { delta / secs } else { delta }));
         }
         if !res.is_empty() {
             out.push(RSeries {
@@ -341,8 +354,8 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
     Ok(Some(Val::Vector(out)))
 }
 
-/// `changes`/`resets` over anchored windows: the sample at or before the
-/// window start (within the lookback) takes part in the count.
+/// `changes`/`resets` over anchored windows: the sample anchoring the
+/// window start takes part in the count.
 fn anchored_count(
     ev: &Evaluator<'_>,
     rd: &RangeData,
@@ -351,21 +364,11 @@ fn anchored_count(
     let lookback = ev.opts.lookback_delta_ms;
     let mut out = Vec::new();
     for s in &rd.series {
-        let pts = &s.points;
         let mut res = Vec::new();
         for (step, &end) in rd.refs.iter().enumerate() {
-            let start = end - rd.range;
-            let lo = pts.partition_point(|p| p.0 <= start);
-            let hi = pts.partition_point(|p| p.0 <= end);
-            let from = if lo > 0 && start - pts[lo - 1].0 <= lookback {
-                lo - 1
-            } else {
-                lo
-            };
-            if from >= hi {
+            let Some(w) = anchored_samples(&s.points, end - rd.range, end, lookback) else {
                 continue;
-            }
-            let w = &pts[from..hi];
+            };
             let n = w.windows(2).filter(|p| f(p[0].1, p[1].1)).count();
             res.push((ev.ts(step), n as f64));
         }
