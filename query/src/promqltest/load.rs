@@ -199,11 +199,12 @@ struct Group {
     counts: BTreeMap<i64, f64>,
 }
 
+/// One converted NHCB series: its labels and `(t, histogram)` samples.
+pub type NhcbSeries = (Labels, Vec<(i64, TestHistogram)>);
+
 /// Builds the NHCB series of a `load_with_nhcb` block (README §4.8): one
 /// custom-bucket histogram per group and timestamp.
-pub fn nhcb_series(
-    cmd: &LoadCommand,
-) -> Result<Vec<(Labels, Vec<(i64, TestHistogram)>)>, LoadError> {
+pub fn nhcb_series(cmd: &LoadCommand) -> Result<Vec<NhcbSeries>, LoadError> {
     let mut groups: BTreeMap<Labels, Group> = BTreeMap::new();
     for s in &cmd.series {
         let Some((key, role)) = nhcb_role(&s.labels) else {
