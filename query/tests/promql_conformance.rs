@@ -71,24 +71,33 @@ fn promql_conformance() {
     // Engine panics are caught per case; keep their default report off the log.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let reports: Vec<FileReport> = files
-        .iter()
-        .map(|path| {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            match std::fs::read_to_string(path) {
-                Ok(text) => run_script(&name, &text, &engine),
-                Err(e) => FileReport {
-                    name,
-                    file_error: Some(format!("cannot read {}: {e}", path.display())),
-                    ..FileReport::default()
-                },
-            }
+    // A deep expression must not overflow the test thread's small stack
+    // (that would abort the whole run instead of failing one case).
+    let runner = std::thread::Builder::new()
+        .stack_size(64 << 20)
+        .spawn(move || {
+            files
+                .iter()
+                .map(|path| {
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    match std::fs::read_to_string(path) {
+                        Ok(text) => run_script(&name, &text, &engine),
+                        Err(e) => FileReport {
+                            name,
+                            file_error: Some(format!("cannot read {}: {e}", path.display())),
+                            ..FileReport::default()
+                        },
+                    }
+                })
+                .collect::<Vec<FileReport>>()
         })
-        .collect();
+        .expect("spawn runner thread");
+    let reports = runner.join();
     std::panic::set_hook(hook);
+    let reports = reports.expect("runner thread panicked outside a case");
 
     let (mut float_pass, mut float_fail, mut hist_pass, mut hist_fail) = (0, 0, 0, 0);
     let mut broken_files = Vec::new();
