@@ -185,10 +185,20 @@ fn promtool_reads_pharos_blocks() {
             series_of(&pairs, s, 120)
         })
         .collect();
+    // Small segments, so chunk refs point into several files: checks that
+    // Prometheus and Pharos number segments the same way.
     let meta = BlockWriter::new(dir.path(), T0, T0 + 7_200_000)
+        .with_options(WriteOptions {
+            segment_size: 64 << 10,
+            ..Default::default()
+        })
         .write(input)
         .unwrap();
     let id = meta.ulid.to_string();
+    let segments = std::fs::read_dir(dir.path().join(&id).join("chunks"))
+        .unwrap()
+        .count();
+    assert!(segments > 3, "{segments} segments");
     // `promtool tsdb dump` opens the directory as a whole Prometheus data
     // dir, which always has a WAL; a Pharos data dir has its own beside the
     // blocks.
