@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use super::*;
+use crate::chunk::SampleIterator;
 use crate::querier::Querier;
 
 /// Counts live heap bytes and allocations per thread, so a test can measure
@@ -252,5 +253,41 @@ fn append_ref_throughput_report() {
     eprintln!(
         "append_ref, {threads} threads: {total} samples in {el:?}: {:.2} M samples/s total ({profile} profile)",
         total / el.as_secs_f64() / 1e6,
+    );
+}
+
+#[test]
+fn select_and_decode_throughput_report() {
+    let (n, samples) = if cfg!(debug_assertions) { (500, 480) } else { (5_000, 480) };
+    let h = Head::new(HeadOptions {
+        out_of_order_window_ms: 3_600_000,
+        ..HeadOptions::default()
+    });
+    let mut rng = Rng(3);
+    let refs: Vec<SeriesRef> = series_labels(n).iter().map(|l| h.get_or_create(l).unwrap().0).collect();
+    for k in 0..samples as i64 {
+        for r in &refs {
+            h.append_ref(*r, k * 15_000, (rng.next() % 100) as f64).unwrap();
+        }
+    }
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let start = Instant::now();
+    let sel = h.select(i64::MIN, i64::MAX, &[], None).unwrap();
+    let sel_el = start.elapsed();
+    let start = Instant::now();
+    let mut count = 0usize;
+    let mut sum = 0.0;
+    for s in &sel {
+        let mut it = s.iter();
+        while it.next() == crate::chunk::ValueType::Float {
+            sum += it.at().1;
+            count += 1;
+        }
+    }
+    let el = start.elapsed();
+    assert_eq!(count, n * samples);
+    eprintln!(
+        "select of {n} series: {sel_el:?}; decode {count} samples in {el:?}: {:.1} M samples/s (sum {sum}) ({profile} profile)",
+        count as f64 / el.as_secs_f64() / 1e6
     );
 }
