@@ -28,7 +28,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use postings::{intersect, subtract, union_many};
-pub use reader::{IndexReader, SeriesEntry};
+pub use reader::{IndexReader, IndexSource, SeriesEntry};
 pub use writer::{IndexStats, IndexWriter};
 
 /// Magic number at the start of an index file.

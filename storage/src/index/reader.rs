@@ -1,17 +1,59 @@
-//! Reader of an index file held in memory.
+//! Reader of an index file through positioned reads.
 //!
 //! Opening validates the header, the TOC, the symbol table and the postings
 //! offset table (with their checksums) and keeps the decoded symbols and the
-//! offset table in memory. Series entries and postings lists are decoded, and
-//! their checksums verified, on each lookup.
+//! offset table in memory. Series entries and postings lists are read, and
+//! their checksums verified, on each lookup, so an open index costs memory
+//! for its symbols and label pairs only, and the bytes can come from a file,
+//! memory, or (later) a cache in front of object storage ([`IndexSource`]).
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::encoding::{crc32c, Cursor, DecodeError};
 use super::postings::{intersect, subtract, union_many};
 use super::{ChunkEntry, IndexError, FORMAT_V2, MAGIC_INDEX, SERIES_ALIGN, TOC_LEN};
 use crate::labels::{Labels, MatchType, Matcher};
+
+/// Random access to the bytes of an index file.
+pub trait IndexSource: Send + Sync {
+    /// Total size in bytes.
+    fn size(&self) -> u64;
+    /// Exactly `len` bytes at `offset`; callers stay within `size()`.
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>>;
+}
+
+impl IndexSource for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(len)?))
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+    }
+}
+
+/// An index file read with `pread`; the file is immutable once written.
+struct FileSource {
+    file: File,
+    size: u64,
+}
+
+impl IndexSource for FileSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
 
 /// A series as stored in the index: its labels and chunk metas.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +73,8 @@ struct Toc {
 /// An open index file. Immutable and cheap to share behind an `Arc`.
 pub struct IndexReader {
     path: PathBuf,
-    data: Vec<u8>,
+    src: Box<dyn IndexSource>,
+    size: u64,
     toc: Toc,
     symbols: Vec<Box<str>>,
     /// Label name → (value, postings list offset), values sorted. The name
@@ -43,103 +86,107 @@ impl std::fmt::Debug for IndexReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexReader")
             .field("path", &self.path)
-            .field("bytes", &self.data.len())
+            .field("bytes", &self.size)
             .field("symbols", &self.symbols.len())
             .finish()
     }
 }
 
 impl IndexReader {
-    /// Reads and validates the index file at `path`.
+    /// Opens and validates the index file at `path`.
     pub fn open(path: &Path) -> Result<IndexReader, IndexError> {
-        let data = std::fs::read(path).map_err(|source| IndexError::Io {
+        let io = |source| IndexError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        IndexReader::from_bytes(path, data)
+        };
+        let file = File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        IndexReader::from_source(path, Box::new(FileSource { file, size }))
     }
 
     /// Validates an index already in memory; `path` is used in errors.
     pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<IndexReader, IndexError> {
-        let path = path.to_path_buf();
-        if data.len() < 5 + TOC_LEN {
-            return Err(IndexError::TooSmall {
-                path,
-                size: data.len() as u64,
-            });
+        IndexReader::from_source(path, Box::new(data))
+    }
+
+    /// Validates the index behind `src`; `path` names it in errors.
+    pub fn from_source(path: &Path, src: Box<dyn IndexSource>) -> Result<IndexReader, IndexError> {
+        let size = src.size();
+        let mut r = IndexReader {
+            path: path.to_path_buf(),
+            src,
+            size,
+            toc: Toc {
+                symbols: 0,
+                series: 0,
+                label_indices: 0,
+                postings_table: 0,
+            },
+            symbols: Vec::new(),
+            postings: BTreeMap::new(),
+        };
+        if size < (5 + TOC_LEN) as u64 {
+            return Err(IndexError::TooSmall { path: r.path, size });
         }
-        let magic = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+        let header = r.read(0, 5, "header")?;
+        let magic = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
         if magic != MAGIC_INDEX {
-            return Err(IndexError::BadMagic { path, found: magic });
-        }
-        if data[4] != FORMAT_V2 {
-            return Err(IndexError::UnsupportedVersion {
-                path,
-                version: data[4],
+            return Err(IndexError::BadMagic {
+                path: r.path,
+                found: magic,
             });
         }
-        let toc_at = data.len() - TOC_LEN;
-        let toc_bytes = &data[toc_at..data.len() - 4];
+        if header[4] != FORMAT_V2 {
+            return Err(IndexError::UnsupportedVersion {
+                path: r.path,
+                version: header[4],
+            });
+        }
+        let toc_at = size - TOC_LEN as u64;
+        let toc = r.read(toc_at, TOC_LEN, "TOC")?;
+        let toc_bytes = &toc[..TOC_LEN - 4];
         let stored = u32::from_be_bytes([
-            data[data.len() - 4],
-            data[data.len() - 3],
-            data[data.len() - 2],
-            data[data.len() - 1],
+            toc[TOC_LEN - 4],
+            toc[TOC_LEN - 3],
+            toc[TOC_LEN - 2],
+            toc[TOC_LEN - 1],
         ]);
         let computed = crc32c(toc_bytes);
         if stored != computed {
             return Err(IndexError::Checksum {
-                path,
+                path: r.path,
                 section: "TOC",
-                offset: toc_at as u64,
+                offset: toc_at,
                 stored,
                 computed,
             });
         }
-        let mut c = Cursor::new(toc_bytes, toc_at as u64);
-        let mut next = || {
-            c.be64().map_err(|e| IndexError::Corrupt {
-                path: path.clone(),
-                section: "TOC",
-                offset: e.offset,
-                what: e.what.to_string(),
-            })
-        };
-        let symbols = next()?;
-        let series = next()?;
-        let label_indices = next()?;
-        let _label_table = next()?;
-        let _postings = next()?;
-        let postings_table = next()?;
-        let toc = Toc {
-            symbols,
-            series,
-            label_indices,
-            postings_table,
+        let mut c = Cursor::new(toc_bytes, toc_at);
+        let mut offsets = [0u64; 6];
+        for o in &mut offsets {
+            *o = c.be64().map_err(|e| r.corrupt("TOC", e))?;
+        }
+        r.toc = Toc {
+            symbols: offsets[0],
+            series: offsets[1],
+            label_indices: offsets[2],
+            postings_table: offsets[5],
         };
         for (what, off) in [
-            ("symbol table", symbols),
-            ("series", series),
-            ("label indices", label_indices),
-            ("postings offset table", postings_table),
+            ("symbol table", r.toc.symbols),
+            ("series", r.toc.series),
+            ("label indices", r.toc.label_indices),
+            ("postings offset table", r.toc.postings_table),
         ] {
-            if off > toc_at as u64 {
+            if off > toc_at {
                 return Err(IndexError::Corrupt {
-                    path,
+                    path: r.path,
                     section: "TOC",
-                    offset: toc_at as u64,
+                    offset: toc_at,
                     what: format!("{what} offset {off} is past the end of the file"),
                 });
             }
         }
-
-        let mut r = IndexReader {
-            path,
-            data,
-            toc,
-            symbols: Vec::new(),
-            postings: BTreeMap::new(),
-        };
         r.symbols = r.read_symbols()?;
         r.postings = r.read_postings_table()?;
         Ok(r)
@@ -151,7 +198,31 @@ impl IndexReader {
 
     /// Size of the index file in bytes.
     pub fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.size
+    }
+
+    /// `len` bytes at `offset`, which must lie inside the file.
+    fn read(&self, offset: u64, len: usize, section: &'static str) -> Result<Vec<u8>, IndexError> {
+        if offset
+            .checked_add(len as u64)
+            .is_none_or(|end| end > self.size)
+        {
+            return Err(IndexError::Corrupt {
+                path: self.path.clone(),
+                section,
+                offset,
+                what: format!(
+                    "{len} bytes at offset {offset} run past the end of the {}-byte file",
+                    self.size
+                ),
+            });
+        }
+        self.src
+            .read_at(offset, len)
+            .map_err(|source| IndexError::Io {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     fn corrupt(&self, section: &'static str, e: DecodeError) -> IndexError {
@@ -164,15 +235,15 @@ impl IndexReader {
     }
 
     /// The body of a `len <4b> | body | crc <4b>` section at `offset`, with
-    /// its checksum verified.
-    fn section(&self, offset: u64, section: &'static str) -> Result<Cursor<'_>, IndexError> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let mut c = Cursor::new(self.data.get(start..).unwrap_or_default(), offset);
-        let len = c.be32().map_err(|e| self.corrupt(section, e))? as usize;
-        let body_at = c.offset();
-        let body = c.bytes(len).map_err(|e| self.corrupt(section, e))?;
-        let stored = c.be32().map_err(|e| self.corrupt(section, e))?;
-        let computed = crc32c(body);
+    /// its checksum verified, and the file offset of the body.
+    fn section(&self, offset: u64, section: &'static str) -> Result<(Vec<u8>, u64), IndexError> {
+        let head = self.read(offset, 4, section)?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let body_at = offset + 4;
+        let mut body = self.read(body_at, len + 4, section)?;
+        let stored = u32::from_be_bytes([body[len], body[len + 1], body[len + 2], body[len + 3]]);
+        body.truncate(len);
+        let computed = crc32c(&body);
         if stored != computed {
             return Err(IndexError::Checksum {
                 path: self.path.clone(),
@@ -182,12 +253,13 @@ impl IndexReader {
                 computed,
             });
         }
-        Ok(Cursor::new(body, body_at))
+        Ok((body, body_at))
     }
 
     fn read_symbols(&self) -> Result<Vec<Box<str>>, IndexError> {
         const S: &str = "symbol table";
-        let mut c = self.section(self.toc.symbols, S)?;
+        let (body, at) = self.section(self.toc.symbols, S)?;
+        let mut c = Cursor::new(&body, at);
         let n = c.be32().map_err(|e| self.corrupt(S, e))? as usize;
         // Each symbol takes at least one byte: bound the allocation by the data.
         let mut out = Vec::with_capacity(n.min(c.remaining()));
@@ -200,7 +272,8 @@ impl IndexReader {
 
     fn read_postings_table(&self) -> Result<BTreeMap<Box<str>, Vec<(Box<str>, u64)>>, IndexError> {
         const S: &str = "postings offset table";
-        let mut c = self.section(self.toc.postings_table, S)?;
+        let (body, at) = self.section(self.toc.postings_table, S)?;
+        let mut c = Cursor::new(&body, at);
         let n = c.be32().map_err(|e| self.corrupt(S, e))?;
         let mut out: BTreeMap<Box<str>, Vec<(Box<str>, u64)>> = BTreeMap::new();
         for _ in 0..n {
@@ -254,14 +327,33 @@ impl IndexReader {
                 what: format!("series id {id} is outside the series section"),
             });
         }
-        let start = offset as usize;
-        let mut c = Cursor::new(&self.data[start..], offset);
+        // Entries are usually far below 256 bytes: one read, rarely two.
+        let window = (self.size - offset).min(256) as usize;
+        let mut buf = self.read(offset, window, S)?;
+        let mut c = Cursor::new(&buf, offset);
         let len = c.uvarint().map_err(|e| self.corrupt(S, e))?;
-        let body_at = c.offset();
-        let body = c
-            .bytes(usize::try_from(len).unwrap_or(usize::MAX))
-            .map_err(|e| self.corrupt(S, e))?;
-        let stored = c.be32().map_err(|e| self.corrupt(S, e))?;
+        let head = (c.offset() - offset) as usize;
+        let total = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(head + 4))
+            .ok_or_else(|| IndexError::Corrupt {
+                path: self.path.clone(),
+                section: S,
+                offset,
+                what: format!("entry length {len} is too large"),
+            })?;
+        if total > buf.len() {
+            let more = self.read(offset + buf.len() as u64, total - buf.len(), S)?;
+            buf.extend_from_slice(&more);
+        }
+        let body_at = offset + head as u64;
+        let body = &buf[head..total - 4];
+        let stored = u32::from_be_bytes([
+            buf[total - 4],
+            buf[total - 3],
+            buf[total - 2],
+            buf[total - 1],
+        ]);
         let computed = crc32c(body);
         if stored != computed {
             return Err(IndexError::Checksum {
@@ -359,7 +451,8 @@ impl IndexReader {
 
     fn read_postings(&self, offset: u64) -> Result<Vec<u64>, IndexError> {
         const S: &str = "postings list";
-        let mut c = self.section(offset, S)?;
+        let (body, at) = self.section(offset, S)?;
+        let mut c = Cursor::new(&body, at);
         let n = c.be32().map_err(|e| self.corrupt(S, e))? as usize;
         if c.remaining() != n.saturating_mul(4) {
             return Err(IndexError::Corrupt {

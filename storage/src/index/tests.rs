@@ -209,6 +209,10 @@ fn corruption_is_detected_not_panicked_on() {
     assert!(detected * 10 > (good.len() / 7) * 8, "detected {detected}");
     let e = IndexReader::from_bytes(&path, good[..20].to_vec()).unwrap_err();
     assert!(matches!(e, IndexError::TooSmall { .. }));
+    // Truncated files (a torn copy) fail cleanly too; the TOC is gone.
+    for cut in (0..good.len()).step_by(13) {
+        assert!(IndexReader::from_bytes(&path, good[..cut].to_vec()).is_err());
+    }
 }
 
 /// Byte layout details Prometheus readers depend on.
