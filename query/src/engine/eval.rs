@@ -6,11 +6,13 @@
 //! Subqueries evaluate their inner expression over a nested range and then
 //! restore the outer one.
 
+use std::cell::{Cell, RefCell};
 use std::time::Instant;
 
 use pharos_storage::chunk::{is_stale_nan, SampleIterator, ValueType as SampleType};
 use pharos_storage::labels::{Labels, METRIC_NAME};
 use pharos_storage::querier::SelectHints;
+use pharos_storage::series::Series;
 
 use super::annotations::Annotations;
 use super::error::QueryError;
@@ -56,11 +58,25 @@ impl Val {
     }
 }
 
+/// Where a range function's samples come from.
+#[derive(Debug)]
+pub(crate) enum RangeSource {
+    /// Already evaluated (subqueries).
+    Decoded(Vec<RSeries>),
+    /// Selected but not decoded yet: each series is decoded on its own when
+    /// visited, so memory holds one series' samples at a time.
+    Stored {
+        series: Vec<Series>,
+        mint: i64,
+        maxt: i64,
+    },
+}
+
 /// Input of a range function: series of raw samples plus, per step, the
 /// window end; each window is `(end - range, end]`.
 #[derive(Debug)]
 pub(crate) struct RangeData {
-    pub series: Vec<RSeries>,
+    pub source: RangeSource,
     pub range: i64,
     /// Window end for each step of the current range.
     pub refs: Vec<i64>,
@@ -68,6 +84,46 @@ pub(crate) struct RangeData {
     pub pos: crate::parser::ast::PosRange,
     pub anchored: bool,
     pub smoothed: bool,
+}
+
+impl RangeData {
+    /// Labels of every series, without decoding anything.
+    pub(crate) fn labels(&self) -> Vec<&Labels> {
+        match &self.source {
+            RangeSource::Decoded(v) => v.iter().map(|s| &s.labels).collect(),
+            RangeSource::Stored { series, .. } => series.iter().map(|s| &s.labels).collect(),
+        }
+    }
+
+    /// Visits every series with its samples (staleness markers removed),
+    /// as `(labels, drop_name, samples)`. A decoding failure is recorded on
+    /// the evaluator and reported when the current node finishes.
+    pub(crate) fn for_each(
+        &self,
+        ev: &Evaluator<'_>,
+        mut f: impl FnMut(&Labels, bool, &[(i64, f64)]),
+    ) {
+        match &self.source {
+            RangeSource::Decoded(v) => {
+                for s in v {
+                    f(&s.labels, s.drop_name, &s.points);
+                }
+            }
+            RangeSource::Stored { series, mint, maxt } => {
+                let mut buf = Vec::new();
+                for s in series {
+                    if let Err(e) = ev.decode(s, *mint, *maxt, &mut buf) {
+                        ev.defer_error(e);
+                        return;
+                    }
+                    buf.retain(|p| !is_stale_nan(p.1));
+                    if !buf.is_empty() {
+                        f(&s.labels, false, &buf);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Sliding window over one series' samples: yields, for each step whose
@@ -132,6 +188,10 @@ pub(crate) struct Evaluator<'a> {
     stats: QueryStats,
     live: usize,
     deadline: Option<Instant>,
+    /// Samples decoded lazily (through `&self`).
+    decoded: Cell<usize>,
+    /// First error raised where no `Result` can be returned (lazy decoding).
+    deferred: RefCell<Option<QueryError>>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -156,6 +216,8 @@ impl<'a> Evaluator<'a> {
             stats: QueryStats::default(),
             live: 0,
             deadline: started.checked_add(opts.timeout),
+            decoded: Cell::new(0),
+            deferred: RefCell::new(None),
         }
     }
 
@@ -219,6 +281,9 @@ impl<'a> Evaluator<'a> {
         self.check_timeout()?;
         let before = self.live;
         let v = self.eval_inner(e)?;
+        if let Some(err) = self.deferred.borrow_mut().take() {
+            return Err(err);
+        }
         // Children's values are consumed by now; only the result stays live.
         self.live = before;
         self.account(v.points())?;
@@ -253,11 +318,11 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, false)?)),
             Expr::MatrixSelector(ms) => {
                 let rd = self.eval_matrix_selector(ms, None)?;
-                Ok(Val::Matrix(instant_windows(rd)))
+                Ok(Val::Matrix(instant_windows(self, rd)))
             }
             Expr::Subquery(sq) => {
                 let rd = self.eval_subquery(sq)?;
-                Ok(Val::Matrix(instant_windows(rd)))
+                Ok(Val::Matrix(instant_windows(self, rd)))
             }
             Expr::Binary(b) => super::binary::eval_binary(self, b),
             Expr::Aggregate(a) => super::aggregate::eval_aggregate(self, a),
@@ -335,15 +400,15 @@ impl<'a> Evaluator<'a> {
 
     // ---- selectors ----
 
-    /// Reads and decodes the series of `vs` with samples in `[mint, maxt]`.
-    fn load(
+    /// Selects the series of `vs` with data in `[mint, maxt]`.
+    fn select(
         &mut self,
         vs: &VectorSelector,
         mint: i64,
         maxt: i64,
         range: i64,
         func: Option<&str>,
-    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, QueryError> {
+    ) -> Result<Vec<Series>, QueryError> {
         self.check_timeout()?;
         let hints = SelectHints {
             start: mint,
@@ -356,30 +421,45 @@ impl<'a> Evaluator<'a> {
         };
         let t0 = Instant::now();
         let series = self.q.select(mint, maxt, &vs.matchers, Some(&hints))?;
-        self.stats.series_selected += series.len();
-        let mut out = Vec::with_capacity(series.len());
-        let mut total = 0usize;
-        for s in &series {
-            let mut it = s.iter_range(mint, maxt);
-            let mut pts = Vec::new();
-            while it.next() == SampleType::Float {
-                pts.push(it.at());
-            }
-            if let Some(e) = it.err() {
-                return Err(QueryError::Storage(format!(
-                    "reading series {}: {e}",
-                    s.labels
-                )));
-            }
-            total += pts.len();
-            if !pts.is_empty() {
-                out.push((s.labels.clone(), pts));
-            }
-        }
         self.stats.select_time += t0.elapsed();
-        self.stats.samples_loaded += total;
-        self.account(total)?;
-        Ok(out)
+        self.stats.series_selected += series.len();
+        Ok(series)
+    }
+
+    /// Decodes one series' samples in `[mint, maxt]` into `buf` (reused).
+    pub(crate) fn decode(
+        &self,
+        s: &Series,
+        mint: i64,
+        maxt: i64,
+        buf: &mut Vec<(i64, f64)>,
+    ) -> Result<(), QueryError> {
+        self.check_timeout()?;
+        buf.clear();
+        let mut it = s.iter_range(mint, maxt);
+        while it.next() == SampleType::Float {
+            buf.push(it.at());
+        }
+        if let Some(e) = it.err() {
+            return Err(QueryError::Storage(format!(
+                "reading series {}: {e}",
+                s.labels
+            )));
+        }
+        self.decoded.set(self.decoded.get() + buf.len());
+        if self.live.saturating_add(buf.len()) > self.opts.max_samples {
+            return Err(QueryError::TooManySamples {
+                phase: "query execution",
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn defer_error(&self, e: QueryError) {
+        let mut d = self.deferred.borrow_mut();
+        if d.is_none() {
+            *d = Some(e);
+        }
     }
 
     /// An instant selector at every step. With `sample_time`, the value is
@@ -426,9 +506,13 @@ impl<'a> Evaluator<'a> {
             return Ok(Vec::new());
         };
         let lookback = self.opts.lookback_delta_ms;
-        let data = self.load(vs, first - lookback + 1, last + lookback, 0, None)?;
-        let mut out = Vec::with_capacity(data.len());
-        for (labels, mut samples) in data {
+        let (mint, maxt) = (first - lookback + 1, last + lookback);
+        let series = self.select(vs, mint, maxt, 0, None)?;
+        let mut out = Vec::with_capacity(series.len());
+        let mut samples = Vec::new();
+        for s in &series {
+            self.decode(s, mint, maxt, &mut samples)?;
+            let labels = s.labels.clone();
             samples.retain(|p| !is_stale_nan(p.1));
             let mut pts = Vec::new();
             for (i, &r) in refs.iter().enumerate() {
@@ -471,9 +555,13 @@ impl<'a> Evaluator<'a> {
             return Ok(Vec::new());
         };
         let lookback = self.opts.lookback_delta_ms;
-        let data = self.load(vs, first - lookback + 1, last, 0, None)?;
-        let mut out = Vec::with_capacity(data.len());
-        for (labels, samples) in data {
+        let (mint, maxt) = (first - lookback + 1, last);
+        let series = self.select(vs, mint, maxt, 0, None)?;
+        let mut out = Vec::with_capacity(series.len());
+        let mut samples = Vec::new();
+        for s in &series {
+            self.decode(s, mint, maxt, &mut samples)?;
+            let labels = s.labels.clone();
             let mut pts = Vec::new();
             let mut hint = 0usize;
             for (i, &r) in refs.iter().enumerate() {
@@ -545,7 +633,7 @@ impl<'a> Evaluator<'a> {
         };
         let at = self.resolve_at(vs.at);
         let refs = self.refs(at, offset);
-        let mut series = Vec::new();
+        let mut source = RangeSource::Decoded(Vec::new());
         if let (Some(&first), Some(&last)) = (refs.first(), refs.last()) {
             // Anchored/smoothed windows need the sample before the window
             // (and smoothed the one after it) too.
@@ -559,26 +647,13 @@ impl<'a> Evaluator<'a> {
             } else {
                 0
             };
-            let data = self.load(
-                vs,
-                first - range - extra_before + 1,
-                last + extra_after,
-                range,
-                func,
-            )?;
-            for (labels, mut pts) in data {
-                pts.retain(|p| !is_stale_nan(p.1));
-                if !pts.is_empty() {
-                    series.push(RSeries {
-                        labels,
-                        drop_name: false,
-                        points: pts,
-                    });
-                }
-            }
+            let mint = first - range - extra_before + 1;
+            let maxt = last + extra_after;
+            let series = self.select(vs, mint, maxt, range, func)?;
+            source = RangeSource::Stored { series, mint, maxt };
         }
         Ok(RangeData {
-            series,
+            source,
             range,
             refs,
             pos: vs.pos,
@@ -640,7 +715,7 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(RangeData {
-            series,
+            source: RangeSource::Decoded(series),
             range,
             refs,
             pos: sq.pos,
@@ -713,6 +788,7 @@ impl<'a> Evaluator<'a> {
         started: Instant,
         prepared: Instant,
     ) -> QueryResult {
+        self.stats.samples_loaded += self.decoded.get();
         self.stats.prepare_time = prepared.duration_since(started);
         self.stats.eval_time = prepared.elapsed();
         QueryResult {
@@ -724,17 +800,17 @@ impl<'a> Evaluator<'a> {
 }
 
 /// The single window of an instant evaluation, as a matrix.
-fn instant_windows(rd: RangeData) -> Vec<RSeries> {
+fn instant_windows(ev: &Evaluator<'_>, rd: RangeData) -> Vec<RSeries> {
     let mut out = Vec::new();
-    for s in rd.series {
-        if let Some((_, w, _)) = Windows::new(&s.points, &rd.refs, rd.range).next() {
+    rd.for_each(ev, |labels, drop_name, pts| {
+        if let Some((_, w, _)) = Windows::new(pts, &rd.refs, rd.range).next() {
             out.push(RSeries {
-                labels: s.labels,
-                drop_name: s.drop_name,
+                labels: labels.clone(),
+                drop_name,
                 points: w.to_vec(),
             });
         }
-    }
+    });
     out
 }
 

@@ -267,22 +267,22 @@ pub(crate) fn map_windows(
     keep_name: bool,
     mut f: impl FnMut(&[(i64, f64)], usize, i64) -> Option<f64>,
 ) -> Vec<RSeries> {
-    let mut out = Vec::with_capacity(rd.series.len());
-    for s in &rd.series {
-        let mut pts = Vec::new();
-        for (step, w, _) in crate::engine::eval::Windows::new(&s.points, &rd.refs, rd.range) {
+    let mut out = Vec::new();
+    rd.for_each(ev, |labels, drop_name, pts| {
+        let mut res = Vec::new();
+        for (step, w, _) in crate::engine::eval::Windows::new(pts, &rd.refs, rd.range) {
             if let Some(v) = f(w, step, rd.refs[step]) {
-                pts.push((ev.ts(step), v));
+                res.push((ev.ts(step), v));
             }
         }
-        if !pts.is_empty() {
+        if !res.is_empty() {
             out.push(RSeries {
-                labels: s.labels.clone(),
-                drop_name: s.drop_name || !keep_name,
-                points: pts,
+                labels: labels.clone(),
+                drop_name: drop_name || !keep_name,
+                points: res,
             });
         }
-    }
+    });
     out
 }
 

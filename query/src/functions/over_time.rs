@@ -207,12 +207,11 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             // steps where no series has a sample in its window.
             let n = ev.nsteps();
             let mut present = vec![false; n];
-            for s in &rd.series {
-                for (step, _, _) in crate::engine::eval::Windows::new(&s.points, &rd.refs, rd.range)
-                {
+            rd.for_each(ev, |_, _, pts| {
+                for (step, _, _) in crate::engine::eval::Windows::new(pts, &rd.refs, rd.range) {
                     present[step] = true;
                 }
-            }
+            });
             let points: Vec<(i64, f64)> = (0..n)
                 .filter(|&i| !present[i])
                 .map(|i| (ev.ts(i), 1.0))

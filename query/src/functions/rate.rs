@@ -126,8 +126,7 @@ fn extended(ev: &Evaluator<'_>, rd: &RangeData, counter: bool, is_rate: bool) ->
     let lookback = ev.opts.lookback_delta_ms;
     let secs = rd.range as f64 / 1000.0;
     let mut out = Vec::new();
-    for s in &rd.series {
-        let pts = &s.points;
+    rd.for_each(ev, |labels, _, pts| {
         let vals: Vec<f64> = if counter {
             counter_adjusted(pts)
         } else {
@@ -168,12 +167,12 @@ fn extended(ev: &Evaluator<'_>, rd: &RangeData, counter: bool, is_rate: bool) ->
         }
         if !res.is_empty() {
             out.push(RSeries {
-                labels: s.labels.clone(),
+                labels: labels.clone(),
                 drop_name: true,
                 points: res,
             });
         }
-    }
+    });
     out
 }
 
@@ -214,8 +213,8 @@ pub(crate) fn linear_regression(w: &[(i64, f64)], intercept_t: i64) -> (f64, f64
 const COUNTER_SUFFIXES: [&str; 4] = ["_total", "_sum", "_count", "_bucket"];
 
 fn counter_info(ev: &mut Evaluator<'_>, rd: &RangeData) {
-    for s in &rd.series {
-        if let Some(name) = s.labels.metric_name() {
+    for l in rd.labels() {
+        if let Some(name) = l.metric_name() {
             if !COUNTER_SUFFIXES.iter().any(|suf| name.ends_with(suf)) {
                 ev.annos.info(
                     format!(
@@ -363,10 +362,10 @@ fn anchored_count(
 ) -> Vec<RSeries> {
     let lookback = ev.opts.lookback_delta_ms;
     let mut out = Vec::new();
-    for s in &rd.series {
+    rd.for_each(ev, |labels, _, pts| {
         let mut res = Vec::new();
         for (step, &end) in rd.refs.iter().enumerate() {
-            let Some(w) = anchored_samples(&s.points, end - rd.range, end, lookback) else {
+            let Some(w) = anchored_samples(pts, end - rd.range, end, lookback) else {
                 continue;
             };
             let n = w.windows(2).filter(|p| f(p[0].1, p[1].1)).count();
@@ -374,11 +373,11 @@ fn anchored_count(
         }
         if !res.is_empty() {
             out.push(RSeries {
-                labels: s.labels.clone(),
+                labels: labels.clone(),
                 drop_name: true,
                 points: res,
             });
         }
-    }
+    });
     out
 }
