@@ -264,9 +264,22 @@ impl Db {
         &self.report
     }
 
-    /// Appends a batch of `(labels, timestamp ms, value)` samples. See the
-    /// module docs for exactly what an `Ok` return guarantees under each
-    /// fsync policy and how rejected samples are reported.
+    /// Appends a batch of `(labels, timestamp ms, value)` samples.
+    ///
+    /// Valid samples are applied and logged; invalid ones (bad labels, out of
+    /// order, too old, duplicate timestamp with another value) are skipped and
+    /// listed in [`AppendStats::rejected`] with their batch index and an error
+    /// naming the series. `Ok` means every sample counted in
+    /// [`AppendStats::appended`] is acknowledged:
+    ///
+    /// * `FsyncPolicy::Always`: written and fsynced; it survives a process
+    ///   crash, a kernel crash and a power loss.
+    /// * `FsyncPolicy::Interval(d)`: written to the page cache; it survives a
+    ///   process crash, but a power loss or kernel crash may lose samples
+    ///   acknowledged less than `d` before it.
+    ///
+    /// `Err` acknowledges nothing (see the module docs for what a failed WAL
+    /// write leaves behind; retrying the batch is safe).
     pub fn append(&self, samples: &[(Labels, i64, f64)]) -> Result<AppendStats, StorageError> {
         let mut stats = AppendStats::default();
         // Resolve known series outside the lock; only creation needs it.

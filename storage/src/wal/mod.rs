@@ -124,13 +124,8 @@ pub enum WalError {
     RecordTooLarge { len: usize },
     #[error("WAL in {dir} is poisoned by an earlier failure and accepts no writes: {reason}")]
     Poisoned { dir: PathBuf, reason: String },
-    #[error("WAL directory {dir} is missing segment {missing} (found segments {first}..={last})")]
-    MissingSegment {
-        dir: PathBuf,
-        missing: u64,
-        first: u64,
-        last: u64,
-    },
+    #[error("WAL directory {dir} is in use by another writer (LOCK is held)")]
+    Locked { dir: PathBuf },
     #[error("cannot checkpoint {dir} up to segment {upto}: {reason}")]
     Checkpoint {
         dir: PathBuf,

@@ -34,10 +34,12 @@ impl Owned {
     }
 }
 
+/// Tests that are not about fsync use a long interval (one fsync at close)
+/// so that they stay fast on a busy disk.
 fn opts(segment_size: u64) -> WalOptions {
     WalOptions {
         segment_size,
-        fsync: FsyncPolicy::Always,
+        fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
     }
 }
 
@@ -412,7 +414,11 @@ fn interrupted_checkpoint_leftovers_are_cleaned() {
 #[test]
 fn concurrent_writers_group_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let (wal, _, _) = open(dir.path(), 64 << 10);
+    let o = WalOptions {
+        segment_size: 64 << 10,
+        fsync: FsyncPolicy::Always,
+    };
+    let (wal, _) = Wal::open(dir.path(), o, |_| {}).unwrap();
     let wal = Arc::new(wal);
     let threads: Vec<_> = (0..8u64)
         .map(|t| {
@@ -488,13 +494,10 @@ mod fuzz {
             cut in any::<prop::sample::Index>(),
             is_last in any::<bool>(),
         ) {
-            let dir = tempfile::tempdir().unwrap();
             let recs = workload();
-            let (wal, _, _) = open(dir.path(), 1 << 20);
-            write_all(&wal, &recs[..30]);
-            drop(wal);
-            let seg = segments(dir.path()).last().unwrap().1.clone();
-            let mut b = fs::read(&seg).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let seg = dir.path().join(segment_name(0));
+            let mut b = source_segment().clone();
             for (i, x) in &flips {
                 let i = i.index(b.len());
                 b[i] ^= x;
@@ -516,7 +519,29 @@ mod fuzz {
         }
     }
 
+    /// A segment holding the first 30 workload records, written once.
+    fn source_segment() -> &'static Vec<u8> {
+        static SEG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        SEG.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let (wal, _, _) = open(dir.path(), 1 << 20);
+            write_all(&wal, &workload()[..30]);
+            drop(wal);
+            fs::read(&segments(dir.path()).last().unwrap().1).unwrap()
+        })
+    }
+
     fn seg_index(p: &Path) -> u64 {
         p.file_name().unwrap().to_str().unwrap().parse().unwrap()
     }
+}
+
+#[test]
+fn second_writer_on_the_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path(), 1 << 20);
+    let err = Wal::open(dir.path(), opts(1 << 20), |_| {}).err().unwrap();
+    assert!(matches!(err, WalError::Locked { .. }), "{err}");
+    drop(wal);
+    let (_wal2, _, _) = open(dir.path(), 1 << 20);
 }

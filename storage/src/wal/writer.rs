@@ -41,6 +41,8 @@ pub struct Wal {
 }
 
 struct Inner {
+    /// Holds the exclusive `flock` on `<dir>/LOCK` for the WAL's lifetime.
+    _lock: File,
     dir: PathBuf,
     opts: WalOptions,
     state: Mutex<State>,
@@ -105,6 +107,9 @@ impl Wal {
         handler: impl FnMut(Record<'_>),
     ) -> Result<(Wal, ReplayStats), WalError> {
         std::fs::create_dir_all(dir).map_err(|e| WalError::io("create WAL directory", dir, e))?;
+        // Taken before replay, which may truncate a torn tail that another
+        // live writer is in the middle of appending.
+        let lock = lock_dir(dir)?;
         let stats = replay(dir, handler)?;
         let listing = list_dir(dir)?;
         for tmp in &listing.tmp_checkpoints {
@@ -135,6 +140,7 @@ impl Wal {
             .unwrap_or(0);
         let file = create_segment(dir, next)?;
         let inner = Arc::new(Inner {
+            _lock: lock,
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
                 file: Arc::new(file),
@@ -299,6 +305,33 @@ impl Drop for Wal {
             tracing::error!(%error, "final WAL fsync failed");
         }
     }
+}
+
+/// Takes an exclusive, non-blocking `flock` on `<dir>/LOCK`, so that a second
+/// process (or a second `Wal` in this one) cannot interleave its segments with
+/// ours. The kernel drops the lock when the process dies, SIGKILL included.
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("LOCK");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| WalError::io("open lock file", &path, e))?;
+    // SAFETY: flock only reads the descriptor, which `f` keeps open for the
+    // duration of the call.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(WalError::Locked {
+                dir: dir.to_path_buf(),
+            });
+        }
+        return Err(WalError::io("lock WAL directory", &path, e));
+    }
+    Ok(f)
 }
 
 /// Appends a frame for `r` to `out`, encoding the payload in place.
