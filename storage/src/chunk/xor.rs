@@ -57,7 +57,6 @@ impl XorAppender {
     /// Empties the chunk, keeping its buffer's allocation (the head reuses
     /// one buffer per series across chunk cuts).
     pub fn reset(&mut self) {
-        self.w.buf.clear();
         self.w = BitWriter::from_vec_with_header(std::mem::take(&mut self.w.buf), &[0, 0]);
         self.num = 0;
         self.t = 0;

@@ -258,19 +258,31 @@ fn append_ref_throughput_report() {
 
 #[test]
 fn select_and_decode_throughput_report() {
-    let (n, samples) = if cfg!(debug_assertions) { (500, 480) } else { (5_000, 480) };
+    let (n, samples) = if cfg!(debug_assertions) {
+        (500, 480)
+    } else {
+        (5_000, 480)
+    };
     let h = Head::new(HeadOptions {
         out_of_order_window_ms: 3_600_000,
         ..HeadOptions::default()
     });
     let mut rng = Rng(3);
-    let refs: Vec<SeriesRef> = series_labels(n).iter().map(|l| h.get_or_create(l).unwrap().0).collect();
+    let refs: Vec<SeriesRef> = series_labels(n)
+        .iter()
+        .map(|l| h.get_or_create(l).unwrap().0)
+        .collect();
     for k in 0..samples as i64 {
         for r in &refs {
-            h.append_ref(*r, k * 15_000, (rng.next() % 100) as f64).unwrap();
+            h.append_ref(*r, k * 15_000, (rng.next() % 100) as f64)
+                .unwrap();
         }
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let start = Instant::now();
     let sel = h.select(i64::MIN, i64::MAX, &[], None).unwrap();
     let sel_el = start.elapsed();
