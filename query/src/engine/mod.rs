@@ -131,3 +131,6 @@ impl Engine {
         Ok(ev.into_result(value, started, prepared))
     }
 }
+
+#[cfg(test)]
+mod tests;

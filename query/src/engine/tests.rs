@@ -1,0 +1,278 @@
+//! Engine tests over a hand-built in-memory `Queryable`.
+
+use std::time::Duration;
+
+use pharos_storage::chunk::{XorAppender, STALE_NAN};
+use pharos_storage::labels::{Labels, Matcher};
+use pharos_storage::querier::SelectHints;
+use pharos_storage::series::{ChunkMeta, Series};
+
+use super::*;
+use crate::parser::{parse_with, ParseOptions};
+use crate::queryable::Queryable;
+
+/// Series built from `(labels, samples)`, encoded as real XOR chunks.
+struct Fixture {
+    series: Vec<Series>,
+}
+
+impl Fixture {
+    fn new(data: &[(&[(&str, &str)], Vec<(i64, f64)>)]) -> Self {
+        let mut series: Vec<Series> = data
+            .iter()
+            .map(|(l, samples)| {
+                let mut app = XorAppender::new();
+                for &(t, v) in samples {
+                    app.append(t, v);
+                }
+                let chunk = ChunkMeta {
+                    min_time: samples.first().map_or(0, |s| s.0),
+                    max_time: samples.last().map_or(0, |s| s.0),
+                    chunk: app.to_chunk(),
+                };
+                Series::new(Labels::from_pairs(l.iter().copied()), vec![chunk])
+            })
+            .collect();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Fixture { series }
+    }
+}
+
+impl Queryable for Fixture {
+    fn select(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        _hints: Option<&SelectHints>,
+    ) -> Result<Vec<Series>, QueryError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(s.labels.get_or_empty(&m.name)))
+            })
+            .filter(|s| s.chunks.iter().any(|c| c.overlaps(mint, maxt)))
+            .cloned()
+            .collect())
+    }
+
+    fn label_names(&self, _: i64, _: i64, _: &[Matcher]) -> Result<Vec<String>, QueryError> {
+        Ok(Vec::new())
+    }
+
+    fn label_values(
+        &self,
+        _: &str,
+        _: i64,
+        _: i64,
+        _: &[Matcher],
+    ) -> Result<Vec<String>, QueryError> {
+        Ok(Vec::new())
+    }
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineOptions {
+        experimental_functions: true,
+        ..EngineOptions::default()
+    })
+}
+
+fn instant(f: &Fixture, q: &str, t: i64) -> Result<QueryResult, QueryError> {
+    let e = parse_with(q, &ParseOptions::all()).expect("test query parses");
+    engine().instant_query(f, &e, t)
+}
+
+fn vector(f: &Fixture, q: &str, t: i64) -> Vec<(String, f64)> {
+    match instant(f, q, t).expect("query succeeds").value {
+        Value::Vector(v) => {
+            let mut out: Vec<(String, f64)> =
+                v.into_iter().map(|s| (s.labels.to_string(), s.v)).collect();
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            out
+        }
+        other => panic!("expected a vector, got {other:?}"),
+    }
+}
+
+/// `metric{job=…}` every 10s: value = t/10s * step.
+fn counters() -> Fixture {
+    let a: Vec<(i64, f64)> = (0..=60).map(|i| (i * 10_000, i as f64)).collect();
+    let b: Vec<(i64, f64)> = (0..=60).map(|i| (i * 10_000, 2.0 * i as f64)).collect();
+    Fixture::new(&[
+        (&[("__name__", "metric_total"), ("job", "a")], a),
+        (&[("__name__", "metric_total"), ("job", "b")], b),
+    ])
+}
+
+#[test]
+fn instant_selector_lookback_is_left_open_and_honours_staleness() {
+    let f = Fixture::new(&[
+        (&[("__name__", "x")], vec![(0, 1.0), (60_000, 2.0)]),
+        (&[("__name__", "y")], vec![(0, 5.0), (30_000, STALE_NAN)]),
+    ]);
+    assert_eq!(
+        vector(&f, "x", 60_000),
+        vec![("{__name__=\"x\"}".into(), 2.0)]
+    );
+    // The sample at 60s is exactly 5m before 360s: outside the window.
+    assert_eq!(
+        vector(&f, "x", 359_999),
+        vec![("{__name__=\"x\"}".into(), 2.0)]
+    );
+    assert!(vector(&f, "x", 360_000).is_empty());
+    assert_eq!(vector(&f, "y", 10_000).len(), 1);
+    assert!(vector(&f, "y", 30_000).is_empty());
+}
+
+#[test]
+fn rate_extrapolates_and_drops_the_name() {
+    let f = counters();
+    let got = vector(&f, "rate(metric_total[1m])", 300_000);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].0, "{job=\"a\"}");
+    assert!((got[0].1 - 0.1).abs() < 1e-9, "{got:?}");
+    assert!((got[1].1 - 0.2).abs() < 1e-9);
+}
+
+#[test]
+fn sum_uses_compensated_summation() {
+    let f = Fixture::new(&[
+        (&[("__name__", "v"), ("i", "1")], vec![(0, 1e100)]),
+        (&[("__name__", "v"), ("i", "2")], vec![(0, 1.0)]),
+        (&[("__name__", "v"), ("i", "3")], vec![(0, -1e100)]),
+    ]);
+    assert_eq!(vector(&f, "sum(v)", 0), vec![("{}".into(), 1.0)]);
+    let avg = vector(&f, "avg(v)", 0);
+    assert!((avg[0].1 - 1.0 / 3.0).abs() < 1e-12);
+}
+
+#[test]
+fn range_query_is_sorted_and_merges_names_dropped_at_the_end() {
+    let f = Fixture::new(&[
+        (&[("__name__", "a")], vec![(0, 1.0), (600_000, STALE_NAN)]),
+        (&[("__name__", "b")], vec![(0, 3.0), (600_000, 4.0)]),
+    ]);
+    let e = parse_with("-a or -b", &ParseOptions::all()).expect("parses");
+    let r = engine()
+        .range_query(&f, &e, 0, 600_000, 600_000)
+        .expect("runs");
+    match r.value {
+        Value::Matrix(m) => {
+            assert_eq!(m.len(), 1);
+            assert!(m[0].labels.is_empty());
+            assert_eq!(m[0].points, vec![(0, -1.0), (600_000, -4.0)]);
+        }
+        other => panic!("expected a matrix, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_to_one_matching_reports_duplicates() {
+    let f = Fixture::new(&[
+        (&[("__name__", "l"), ("a", "1"), ("b", "x")], vec![(0, 1.0)]),
+        (&[("__name__", "l"), ("a", "1"), ("b", "y")], vec![(0, 1.0)]),
+        (&[("__name__", "r"), ("a", "1")], vec![(0, 1.0)]),
+    ]);
+    let err = instant(&f, "l + on(a) r", 0).expect_err("many-to-one without group_left");
+    assert_eq!(
+        err.to_string(),
+        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)"
+    );
+    assert_eq!(err.error_type(), "execution");
+    let ok = vector(&f, "l + on(a) group_left r", 0);
+    assert_eq!(ok.len(), 2);
+    let err = instant(&f, "r + on(a) l", 0).expect_err("duplicates on the one side");
+    assert!(err.to_string().starts_with(
+        "found duplicate series for the match group {a=\"1\"} on the right hand-side"
+    ));
+}
+
+#[test]
+fn subquery_steps_are_aligned_to_absolute_multiples() {
+    let f = counters();
+    // Steps at 590s, 600s (the first multiple of 10s after 600s-15s is 590s).
+    assert_eq!(
+        vector(
+            &f,
+            "count_over_time(metric_total{job=\"a\"}[15s:10s])",
+            600_000
+        ),
+        vec![("{job=\"a\"}".into(), 2.0)]
+    );
+    assert_eq!(
+        vector(
+            &f,
+            "count_over_time(metric_total{job=\"a\"}[15s:7s])",
+            600_000
+        ),
+        vec![("{job=\"a\"}".into(), 2.0)]
+    );
+}
+
+#[test]
+fn limits_and_stats() {
+    let f = counters();
+    let e = parse_with("sum(metric_total)", &ParseOptions::all()).expect("parses");
+    let small = Engine::new(EngineOptions {
+        max_samples: 10,
+        ..EngineOptions::default()
+    });
+    let err = small
+        .instant_query(&f, &e, 600_000)
+        .expect_err("over the limit");
+    assert_eq!(
+        err.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+    let zero = Engine::new(EngineOptions {
+        timeout: Duration::ZERO,
+        ..EngineOptions::default()
+    });
+    std::thread::sleep(Duration::from_millis(2));
+    let err = zero.instant_query(&f, &e, 600_000).expect_err("timed out");
+    assert_eq!(err.error_type(), "timeout");
+    let r = engine().instant_query(&f, &e, 600_000).expect("runs");
+    assert_eq!(r.stats.series_selected, 2);
+    assert!(r.stats.samples_loaded >= 2);
+}
+
+#[test]
+fn duplicate_labelsets_after_name_removal_fail() {
+    let f = Fixture::new(&[
+        (&[("__name__", "m1"), ("s", "a")], vec![(0, 1.0)]),
+        (&[("__name__", "m2"), ("s", "a")], vec![(0, 2.0)]),
+    ]);
+    let err = instant(&f, "ceil({__name__=~\"m1|m2\"})", 0).expect_err("same labels");
+    assert_eq!(
+        err.to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
+    // last_over_time keeps the name, so nothing collides.
+    assert_eq!(vector(&f, "last_over_time({s=\"a\"}[1m])", 0).len(), 2);
+}
+
+#[test]
+fn counter_info_annotation_is_rendered_with_position() {
+    let f = Fixture::new(&[(&[("__name__", "gauge")], vec![(0, 1.0), (10_000, 2.0)])]);
+    let q = "rate(gauge[1m])";
+    let r = instant(&f, q, 10_000).expect("runs");
+    let rendered = r.annotations.render_all(q);
+    assert_eq!(
+        rendered,
+        vec!["PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"gauge\" (1:6)"]
+    );
+}
+
+#[test]
+fn experimental_functions_are_gated() {
+    let f = counters();
+    let e = parse_with("mad_over_time(metric_total[1m])", &ParseOptions::all()).expect("parses");
+    let err = Engine::new(EngineOptions::default())
+        .instant_query(&f, &e, 0)
+        .expect_err("gated");
+    assert_eq!(err.error_type(), "bad_data");
+}
