@@ -601,6 +601,55 @@ mod tests {
     }
 
     #[test]
+    fn panics_become_case_failures() {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = guarded(|| -> i32 { panic!("boom {}", 1) });
+        std::panic::set_hook(prev);
+        assert_eq!(r, Err("boom 1".to_string()));
+        assert_eq!(guarded(|| 7), Ok(7));
+    }
+
+    #[test]
+    fn failures_range_vectors_and_strings() {
+        let r = run_script(
+            "t",
+            concat!(
+                "load 10s\n",
+                "  m 1+1x10\n",
+                "\n",
+                "eval instant at 1m m[1m]\n",
+                "  expect range vector from 10s to 1m step 10s\n",
+                "  m 2 3 4 5 6 7\n",
+                "\n",
+                "eval instant at 1m m[1m]\n",
+                "  expect range vector from 10s to 1m step 10s\n",
+                "  m 2 3 4 5 6 8\n",
+                "\n",
+                "eval instant at 0 label_replace(m, \"a-b\", \"x\", \"\", \"\")\n",
+                "  expect fail regex: invalid (label|destination)\n",
+                "\n",
+                "eval instant at 0 m\n",
+                "  expect fail\n",
+                "\n",
+                "eval instant at 0 \"s\"\n",
+                "  expect string \"s\"\n",
+                "\n",
+                "eval instant at 0 \"s\"\n",
+            ),
+            &conformance_engine(),
+        );
+        assert_eq!(r.file_error, None);
+        let fails: Vec<_> = r.cases.iter().map(|c| c.failure.is_some()).collect();
+        assert_eq!(
+            fails,
+            vec![false, true, false, true, false, true],
+            "{:?}",
+            r.cases
+        );
+    }
+
+    #[test]
     fn unparseable_expression_fails_the_file() {
         let r = run_script(
             "t",
