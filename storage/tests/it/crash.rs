@@ -39,12 +39,16 @@ fn value(writer: u64, s: u64, t: i64) -> f64 {
     (t as f64) * 0.25 + (writer * 1000 + s) as f64
 }
 
-fn db_opts() -> DbOptions {
+fn db_opts(policy: &str) -> DbOptions {
+    let fsync = match policy {
+        "always" => FsyncPolicy::Always,
+        _ => FsyncPolicy::Interval(Duration::from_millis(50)),
+    };
     DbOptions {
         wal: WalOptions {
             // Small segments so that kills also land around rotations.
             segment_size: 64 << 10,
-            fsync: FsyncPolicy::Always,
+            fsync,
         },
         ..DbOptions::default()
     }
@@ -60,7 +64,8 @@ fn crash_child() {
         return;
     };
     let run: i64 = std::env::var("PHAROS_CRASH_RUN").unwrap().parse().unwrap();
-    let db = Arc::new(Db::open(&dir, db_opts()).unwrap());
+    let policy = std::env::var("PHAROS_CRASH_POLICY").unwrap();
+    let db = Arc::new(Db::open(&dir, db_opts(&policy)).unwrap());
     // Written straight to stdout: the test harness may capture `println!`.
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -90,6 +95,16 @@ fn crash_child() {
             })
         })
         .collect();
+    // Checkpoint continuously so kills also land inside checkpoints (tmp
+    // directory, rename, segment deletion). `mint = i64::MIN` keeps every
+    // sample, so the expected data does not change.
+    loop {
+        std::thread::sleep(Duration::from_millis(30));
+        db.checkpoint(i64::MIN).unwrap();
+        if hs.iter().any(|h| h.is_finished()) {
+            break;
+        }
+    }
     for h in hs {
         h.join().unwrap();
     }
@@ -124,6 +139,7 @@ fn read_all(db: &Db) -> BTreeMap<(u64, i64), BTreeMap<u64, u64>> {
 
 fn run_child(
     dir: &Path,
+    policy: &str,
     run: i64,
     kill_after: Duration,
     acked: &Arc<Mutex<BTreeSet<(u64, i64)>>>,
@@ -139,6 +155,7 @@ fn run_child(
         ])
         .env("PHAROS_CRASH_DIR", dir)
         .env("PHAROS_CRASH_RUN", run.to_string())
+        .env("PHAROS_CRASH_POLICY", policy)
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -178,15 +195,26 @@ fn run_child(
 
 #[test]
 fn sigkill_during_ingestion() {
-    let mut rng = Rng::from_env("sigkill");
+    sigkill_scenario("always", 24, 20);
+}
+
+/// The interval policy promises the same for a process crash (the page
+/// cache outlives the process), just not for a power loss.
+#[test]
+fn sigkill_during_ingestion_interval_fsync() {
+    sigkill_scenario("interval", 10, 8);
+}
+
+fn sigkill_scenario(policy: &str, min_runs: i64, min_opened: usize) {
+    let mut rng = Rng::from_env(&format!("sigkill_{policy}"));
     let dir = tempfile::tempdir().unwrap();
     let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let start = Instant::now();
-    // At least 24 kills, at least 20 of them after the child opened the Db
-    // (a loaded machine may start children slowly), within a time budget.
+    // At least `min_runs` kills, `min_opened` of them after the child opened
+    // the Db (a loaded machine may start children slowly), in a time budget.
     let mut runs: i64 = 0;
     let mut opened_runs = 0;
-    while runs < 24 || opened_runs < 20 {
+    while runs < min_runs || opened_runs < min_opened {
         assert!(
             start.elapsed() < Duration::from_secs(40),
             "only {opened_runs} of {runs} children opened the Db in time"
@@ -200,13 +228,14 @@ fn sigkill_during_ingestion() {
         };
         opened_runs += usize::from(run_child(
             dir.path(),
+            policy,
             runs,
             Duration::from_millis(ms),
             &acked,
         ));
     }
     let acked = acked.lock().unwrap().clone();
-    let db = Db::open(dir.path(), db_opts()).unwrap();
+    let db = Db::open(dir.path(), db_opts(policy)).unwrap();
     let report = db.open_report();
     assert!(
         report.corruptions().is_empty(),
@@ -258,13 +287,19 @@ fn sigkill_during_ingestion() {
         }
     }
     println!(
-        "crash test: {runs} SIGKILLs ({opened_runs} after open), {} acked batches ({} samples), {} durable-but-unacked batches, WAL replay {} samples in {:?}, total {:?}",
+        "crash test (fsync={policy}): {runs} SIGKILLs ({opened_runs} after open), {} acked batches ({} samples), {} durable-but-unacked batches, WAL replay {} samples in {:?} from checkpoint {:?} + {} segments, total {:?}",
         acked.len(),
         acked.len() as u64 * SERIES_PER_BATCH,
         unacked_present,
         report.replay.samples,
         report.replay.duration,
+        report.replay.checkpoint,
+        report.replay.segments,
         start.elapsed()
     );
     assert!(!acked.is_empty(), "the child never acknowledged anything");
+    assert!(
+        report.replay.checkpoint.is_some(),
+        "no child ever completed a checkpoint"
+    );
 }
