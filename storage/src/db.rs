@@ -27,6 +27,13 @@
 //! applied to the head) and may or may not reappear after a restart. A retry
 //! of the same batch is safe: re-appending an identical sample is a no-op.
 //!
+//! # Blocking
+//!
+//! Every method is synchronous: `append` blocks on the WAL write and, under
+//! `Always`, on the fsync; `open` replays the whole WAL. Async callers run
+//! them on a blocking pool (`tokio::task::spawn_blocking`). Concurrent
+//! `append` calls from many threads are what makes group commit pay off.
+//!
 //! # Ordering
 //!
 //! The WAL must list each series' samples in the order the head accepted
