@@ -12,10 +12,9 @@ use super::ast::ValueType;
 pub struct FunctionSig {
     pub name: &'static str,
     pub arg_types: &'static [ValueType],
-    /// `0`: exactly `arg_types.len()` arguments. `n > 0`: the last `n` may be
-    /// omitted... more precisely, between `len-1` and `len-1+n` arguments.
-    /// `-1`: at least `len-1` arguments, the last type repeating.
-    /// (Prometheus's `Variadic` field.)
+    /// Prometheus's `Variadic` field. `0`: exactly `arg_types.len()`
+    /// arguments. `n > 0`: between `len-1` and `len-1+n` arguments (the last
+    /// type repeating). `-1`: at least `len-1` arguments, no upper bound.
     pub variadic: i32,
     pub return_type: ValueType,
     /// Rejected unless `ParseOptions::experimental_functions`.

@@ -12,6 +12,8 @@
 //!   when the matching label list is empty, which changes the meaning.
 //! - Grouping and matching labels that are not legacy label names are quoted
 //!   in both places (Prometheus quotes them only in aggregations).
+//! - `+Inf` as the left operand of `^` prints as `Inf` (Prometheus's `+Inf ^ x`
+//!   reads back as `+(Inf ^ x)`).
 //! - `anchored`/`smoothed` print after `@` and `offset`; fill modifiers after
 //!   the group modifiers, as `fill(v)` when both sides share a value.
 
@@ -262,7 +264,15 @@ impl fmt::Display for Expr {
                 write!(f, "{op}{}", u.expr)
             }
             Expr::Binary(b) => {
-                write!(f, "{} {}", b.lhs, b.op.as_str())?;
+                match &*b.lhs {
+                    // `+Inf ^ x` would read back as `+(Inf ^ x)`: the sign is
+                    // a unary operator, which binds looser than `^`.
+                    Expr::Number(n) if b.op == BinaryOp::Pow && n.value == f64::INFINITY => {
+                        f.write_str("Inf")?
+                    }
+                    lhs => write!(f, "{lhs}")?,
+                }
+                write!(f, " {}", b.op.as_str())?;
                 if b.return_bool {
                     f.write_str(" bool")?;
                 }

@@ -723,3 +723,220 @@ fn every_corpus_expression_parses_and_round_trips() {
         failures.join("\n")
     );
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOKENS: &[&str] = &[
+        "(",
+        ")",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "+",
+        "-",
+        "*",
+        "/",
+        "^",
+        "%",
+        "==",
+        "!=",
+        ">",
+        "<",
+        ">=",
+        "<=",
+        "=~",
+        "!~",
+        "=",
+        "@",
+        "and",
+        "or",
+        "unless",
+        "atan2",
+        "bool",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "by",
+        "without",
+        "offset",
+        "sum",
+        "topk",
+        "count_values",
+        "rate",
+        "abs",
+        "time",
+        "info",
+        "step",
+        "start",
+        "end",
+        "range",
+        "min_of",
+        "anchored",
+        "smoothed",
+        "fill",
+        "fill_left",
+        "fill_right",
+        "foo",
+        "bar",
+        "a",
+        "\"x\"",
+        "'y'",
+        "`z`",
+        "1",
+        "0x1f",
+        "1.5",
+        "-2",
+        "5m",
+        "1h30m",
+        "Inf",
+        "NaN",
+        "[5m]",
+        "[5m:1m]",
+        "[1m:]",
+        "{a=\"b\"}",
+        "</",
+        ">/",
+        "# c\n",
+        "\"\\xff\"",
+        "(1)",
+        "foo[1m]",
+        "x offset 1m",
+    ];
+
+    fn soup() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec(proptest::sample::select(TOKENS), 0..24),
+            any::<bool>(),
+        )
+            .prop_map(|(toks, spaced)| toks.join(if spaced { " " } else { "" }))
+    }
+
+    fn check(input: &str) -> Result<(), TestCaseError> {
+        // Must never panic; a success must print to text that parses back to
+        // the same tree.
+        let Ok(e) = parse_with(input, &ParseOptions::all()) else {
+            return Ok(());
+        };
+        let printed = e.to_string();
+        let again = parse_with(&printed, &ParseOptions::all());
+        prop_assert!(again.is_ok(), "{input:?} printed as {printed:?}: {again:?}");
+        let (mut a, mut b) = (e, again.unwrap_or_else(|_| unreachable!()));
+        strip(&mut a);
+        strip(&mut b);
+        prop_assert_eq!(
+            format!("{a:?}"),
+            format!("{b:?}"),
+            "{:?} printed as {:?}",
+            input,
+            printed
+        );
+        Ok(())
+    }
+
+    /// The operator as written between two scalars (comparisons need `bool`,
+    /// trimming needs a histogram).
+    fn scalar_op(op: &str) -> String {
+        let bare = op.trim_end_matches(" bool");
+        match bare {
+            "==" | "!=" | ">" | "<" | ">=" | "<=" => format!("{bare} bool"),
+            "</" | ">/" => "+".to_string(),
+            _ => bare.to_string(),
+        }
+    }
+
+    /// Well-typed random expressions: (instant-vector text, scalar text).
+    fn typed() -> impl Strategy<Value = (String, String)> {
+        let sel = proptest::sample::select(vec![
+            "foo",
+            "foo{a=\"b\"}",
+            "{__name__=~\"x.*\",b!=\"\"}",
+            "bar offset -5m",
+            "foo @ 100 offset 1h",
+            "{\"my.metric\"}",
+            "rate(foo[5m])",
+            "rate(foo[1m] anchored)",
+            "count_over_time(x[step() + 1m])",
+        ])
+        .prop_map(str::to_string);
+        let num =
+            proptest::sample::select(vec!["1", "-2.5", "0x10", "Inf", "NaN", "1e3", "time()"])
+                .prop_map(str::to_string);
+        (sel, num).prop_recursive(5, 48, 3, |inner| {
+            let ops = proptest::sample::select(vec![
+                "+", "-", "*", "/", "%", "^", "atan2", "==", "!=", "> bool", "<=", "</",
+            ]);
+            let vmods = proptest::sample::select(vec![
+                "",
+                " on (a)",
+                " ignoring (b, c)",
+                " on () group_left (x)",
+                " ignoring (a) group_right ()",
+                " fill(0)",
+                " fill_left(1) fill_right(-Inf)",
+            ]);
+            let set = proptest::sample::select(vec!["and", "or", "unless"]);
+            let aggs = proptest::sample::select(vec![
+                "sum",
+                "avg by (a)",
+                "max without (b)",
+                "count by (\"a.b\")",
+            ]);
+            (inner.clone(), inner, ops, vmods, set, aggs, 0..12u8).prop_map(
+                |((v1, s1), (v2, s2), op, vm, set, agg, pick)| match pick {
+                    // Operands are parenthesised: the text must keep the
+                    // structure the generator means.
+                    0 => (
+                        format!("({v1}) {op}{vm} ({v2})"),
+                        format!("({s1}) {} ({s2})", scalar_op(op)),
+                    ),
+                    1 => (format!("({v1}) {op} ({s2})"), format!("({s1})")),
+                    2 => (format!("({s1}) {op} ({v2})"), format!("-({s2})")),
+                    3 => (
+                        format!("({v1}) {set} on (a) ({v2})"),
+                        format!("scalar({v2})"),
+                    ),
+                    4 => (format!("{agg}({v1})"), format!("({s1}) ^ -({s2})")),
+                    5 => (format!("topk({s1}, {v2})"), format!("min_of({s1}, {s2})")),
+                    6 => (format!("sum({v1}) by (x)"), s2),
+                    7 => (format!("-({v2})"), s1),
+                    8 => (format!("last_over_time(({v1})[5m:1m] offset 1m)"), s2),
+                    9 => (format!("abs({v1})"), s1),
+                    10 => (
+                        format!("label_replace({v1}, \"a\", \"$1\", \"b\", \"(.*)\")"),
+                        s2,
+                    ),
+                    _ => (format!("({v1})"), s1),
+                },
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn typed_expressions_parse_and_round_trip((v, s) in typed()) {
+            for q in [&v, &s] {
+                let parsed = parse_with(q, &ParseOptions::all());
+                prop_assert!(parsed.is_ok(), "{q}: {parsed:?}");
+                check(q)?;
+            }
+        }
+
+        #[test]
+        fn token_soup_never_panics_and_round_trips(s in soup()) {
+            check(&s)?;
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in any::<String>()) {
+            check(&s)?;
+        }
+    }
+}
