@@ -1,0 +1,263 @@
+//! `/api/v1/query`, `/api/v1/query_range`, `/api/v1/format_query` and
+//! `/api/v1/query_exemplars`: parameter checks with Prometheus's error
+//! texts, PromQL evaluation on the blocking pool through the state's
+//! [`Queryable`](pharos_query::queryable::Queryable), and the JSON answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+use pharos_query::engine::{AnnotationKind, Engine, QueryResult};
+use pharos_query::parser::ast::Expr;
+use pharos_query::parser::parse_with;
+
+use super::params::Params;
+use super::{json, json_ok, AppState};
+use crate::error::ApiError;
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn params(st: &AppState, req: Request<Body>) -> Result<Params, ApiError> {
+    Params::from_request(req, st.settings.web.max_request_body_bytes).await
+}
+
+fn parse_query(st: &AppState, p: &Params) -> Result<(String, Expr), ApiError> {
+    let q = p.get("query").unwrap_or("").to_string();
+    let expr =
+        parse_with(&q, &st.settings.parse_options()).map_err(|e| ApiError::param("query", e))?;
+    Ok((q, expr))
+}
+
+/// The per-request engine: the configured timeout, lowered by `timeout=`.
+fn engine(st: &AppState, p: &Params) -> Result<Engine, ApiError> {
+    let mut opts = st.settings.engine_options();
+    if let Some(ms) = p.duration("timeout")? {
+        if ms > 0 {
+            opts.timeout = opts.timeout.min(Duration::from_millis(ms as u64));
+        }
+    }
+    Ok(Engine::new(opts))
+}
+
+enum Kind {
+    Instant(i64),
+    Range { start: i64, end: i64, step: i64 },
+}
+
+async fn evaluate(
+    st: &Arc<AppState>,
+    engine: Engine,
+    expr: Expr,
+    kind: Kind,
+) -> Result<(QueryResult, Duration), ApiError> {
+    let queryable = Arc::clone(&st.queryable);
+    let queued = Instant::now();
+    let (label, res) = match kind {
+        Kind::Instant(t) => (
+            "instant",
+            tokio::task::spawn_blocking(move || {
+                let wait = queued.elapsed();
+                engine
+                    .instant_query(queryable.as_ref(), &expr, t)
+                    .map(|r| (r, wait))
+            })
+            .await,
+        ),
+        Kind::Range { start, end, step } => (
+            "range",
+            tokio::task::spawn_blocking(move || {
+                let wait = queued.elapsed();
+                engine
+                    .range_query(queryable.as_ref(), &expr, start, end, step)
+                    .map(|r| (r, wait))
+            })
+            .await,
+        ),
+    };
+    st.metrics.observe_query(label, queued.elapsed());
+    match res {
+        Ok(r) => r.map_err(ApiError::from),
+        // A panic inside the engine is a bug; the client gets a 500, the
+        // server keeps running.
+        Err(e) => {
+            tracing::error!(error = %e, "query evaluation task failed");
+            Err(ApiError::Internal(format!("query evaluation failed: {e}")))
+        }
+    }
+}
+
+fn answer(
+    query: &str,
+    r: &QueryResult,
+    queue: Duration,
+    total: Duration,
+    with_stats: bool,
+) -> Response {
+    let mut data = String::with_capacity(256);
+    json::write_query_data(&mut data, &r.value);
+    if with_stats {
+        // Inside `data`, after `result`, as Prometheus places it.
+        data.pop();
+        data.push_str(r#","stats":"#);
+        json::write_stats(&mut data, r, queue.as_secs_f64(), total.as_secs_f64());
+        data.push('}');
+    }
+    let mut warnings = Vec::new();
+    let mut infos = Vec::new();
+    for a in r.annotations.iter() {
+        match a.kind {
+            AnnotationKind::Warning => warnings.push(a.render(query)),
+            AnnotationKind::Info => infos.push(a.render(query)),
+        }
+    }
+    json_ok(json::success(&data, &warnings, &infos))
+}
+
+/// `GET|POST /api/v1/query`.
+pub async fn instant(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let run = async {
+        let p = params(&st, req).await?;
+        let t = p.time("time", now_ms())?;
+        let engine = engine(&st, &p)?;
+        let (q, expr) = parse_query(&st, &p)?;
+        let (r, queue) = evaluate(&st, engine, expr, Kind::Instant(t)).await?;
+        Ok::<_, ApiError>(answer(
+            &q,
+            &r,
+            queue,
+            started.elapsed(),
+            p.get("stats").is_some(),
+        ))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET|POST /api/v1/query_range`.
+pub async fn range(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let started = Instant::now();
+    let run = async {
+        let p = params(&st, req).await?;
+        let start = match p.get("start") {
+            Some(_) => p.time("start", 0)?,
+            None => {
+                return Err(ApiError::param(
+                    "start",
+                    "cannot parse \"\" to a valid timestamp",
+                ))
+            }
+        };
+        let end = match p.get("end") {
+            Some(_) => p.time("end", 0)?,
+            None => {
+                return Err(ApiError::param(
+                    "end",
+                    "cannot parse \"\" to a valid timestamp",
+                ))
+            }
+        };
+        if end < start {
+            return Err(ApiError::param(
+                "end",
+                "end timestamp must not be before start time",
+            ));
+        }
+        let step = match p.duration("step")? {
+            Some(s) => s,
+            None => {
+                return Err(ApiError::param(
+                    "step",
+                    "cannot parse \"\" to a valid duration",
+                ))
+            }
+        };
+        if step <= 0 {
+            return Err(ApiError::param(
+                "step",
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        let max_points = st.settings.query.max_points_per_series;
+        if (end as i128 - start as i128) / step as i128 > max_points as i128 {
+            return Err(ApiError::bad(format!(
+                "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+                thousands(max_points)
+            )));
+        }
+        let engine = engine(&st, &p)?;
+        let (q, expr) = parse_query(&st, &p)?;
+        let (r, queue) = evaluate(&st, engine, expr, Kind::Range { start, end, step }).await?;
+        Ok::<_, ApiError>(answer(
+            &q,
+            &r,
+            queue,
+            started.elapsed(),
+            p.get("stats").is_some(),
+        ))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `11000` → `11,000`, as Prometheus's message spells its limit.
+fn thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && c.is_ascii_digit() {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `GET|POST /api/v1/format_query`.
+pub async fn format(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let run = async {
+        let p = params(&st, req).await?;
+        let (_, expr) = parse_query(&st, &p)?;
+        let mut data = String::new();
+        json::write_str(&mut data, &expr.to_string());
+        Ok::<_, ApiError>(json_ok(json::success(&data, &[], &[])))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET|POST /api/v1/query_exemplars`: Pharos stores no exemplars yet, so
+/// a valid request gets an empty list.
+pub async fn exemplars(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let run = async {
+        let p = params(&st, req).await?;
+        let start = p.time("start", super::params::MIN_TIME)?;
+        let end = p.time("end", super::params::MAX_TIME)?;
+        if end < start {
+            return Err(ApiError::param(
+                "end",
+                "end timestamp must not be before start time",
+            ));
+        }
+        parse_query(&st, &p)?;
+        Ok::<_, ApiError>(json_ok(json::success("[]", &[], &[])))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separator() {
+        assert_eq!(thousands(11000), "11,000");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+}

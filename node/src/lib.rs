@@ -1,0 +1,18 @@
+//! `pharos-node`: the `pharos` server. Wires storage and query into one
+//! process: configuration, the Prometheus-compatible HTTP API, the
+//! remote-write receiver, remote read, and the node's own metrics.
+//!
+//! Owns: everything between the socket and the two seams it talks through —
+//! [`pharos_query::queryable::Queryable`] for reads and [`sink::WriteSink`]
+//! for writes — so that the cluster (a later issue) can replace local
+//! storage behind them without touching the handlers. Must not: implement
+//! storage or PromQL semantics itself.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod remote_read;
+pub mod remote_write;
+pub mod server;
+pub mod sink;

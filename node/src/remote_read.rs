@@ -1,0 +1,242 @@
+//! The remote-read endpoint (`POST /api/v1/read`): Prometheus's
+//! `prometheus.ReadRequest`, snappy-compressed, answered either with a
+//! sampled `ReadResponse` (snappy-compressed) or, when the client lists
+//! `STREAMED_XOR_CHUNKS` first among its accepted types, with a stream of
+//! `ChunkedReadResponse` frames (uvarint length, big-endian CRC32-Castagnoli
+//! of the message, message) carrying the stored XOR chunks as is.
+//!
+//! Reads go through the state's [`Queryable`] only; limits bound the
+//! request size and the samples of a sampled answer.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pharos_proto::prometheus as pb;
+use pharos_query::queryable::Queryable;
+use pharos_storage::chunk::{SampleIterator, ValueType};
+use pharos_storage::labels::{MatchType, Matcher};
+use pharos_storage::querier::SelectHints;
+use pharos_storage::series::Series;
+use prost::Message;
+
+use crate::http::AppState;
+
+/// Largest decompressed ReadRequest.
+const MAX_REQUEST_BYTES: usize = 32 << 20;
+/// Most samples in one sampled answer (Prometheus's
+/// `--storage.remote.read-sample-limit` default).
+const MAX_SAMPLES: usize = 50_000_000;
+/// Target size of one streamed frame (Prometheus uses 1 MiB).
+const FRAME_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    BadData(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ReadError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            ReadError::BadData(_) => StatusCode::BAD_REQUEST,
+            ReadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+fn matchers(q: &pb::Query) -> Result<Vec<Matcher>, ReadError> {
+    q.matchers
+        .iter()
+        .map(|m| {
+            let kind = match pb::label_matcher::Type::try_from(m.r#type) {
+                Ok(pb::label_matcher::Type::Eq) => MatchType::Equal,
+                Ok(pb::label_matcher::Type::Neq) => MatchType::NotEqual,
+                Ok(pb::label_matcher::Type::Re) => MatchType::Regex,
+                Ok(pb::label_matcher::Type::Nre) => MatchType::NotRegex,
+                Err(_) => {
+                    return Err(ReadError::BadData(format!(
+                        "unknown matcher type {}",
+                        m.r#type
+                    )))
+                }
+            };
+            Matcher::new(kind, &m.name, &m.value)
+                .map_err(|e| ReadError::BadData(format!("invalid matcher {}: {e}", m.name)))
+        })
+        .collect()
+}
+
+fn select(q: &dyn Queryable, query: &pb::Query) -> Result<Vec<Series>, ReadError> {
+    let ms = matchers(query)?;
+    let hints = query.hints.as_ref().map(|h| SelectHints {
+        start: h.start_ms,
+        end: h.end_ms,
+        step: h.step_ms,
+        range: h.range_ms,
+        func: (!h.func.is_empty()).then(|| h.func.clone()),
+        grouping: h.grouping.clone(),
+        by: h.by,
+    });
+    q.select(
+        query.start_timestamp_ms,
+        query.end_timestamp_ms,
+        &ms,
+        hints.as_ref(),
+    )
+    .map_err(|e| ReadError::Internal(e.to_string()))
+}
+
+fn pb_labels(s: &Series) -> Vec<pb::Label> {
+    s.labels
+        .iter()
+        .map(|(n, v)| pb::Label {
+            name: n.to_string(),
+            value: v.to_string(),
+        })
+        .collect()
+}
+
+/// The sampled answer for all queries.
+fn sampled(q: &dyn Queryable, req: &pb::ReadRequest) -> Result<pb::ReadResponse, ReadError> {
+    let mut total = 0usize;
+    let mut results = Vec::with_capacity(req.queries.len());
+    for query in &req.queries {
+        let mut timeseries = Vec::new();
+        for s in select(q, query)? {
+            let mut it = s.iter_range(query.start_timestamp_ms, query.end_timestamp_ms);
+            let mut samples = Vec::new();
+            while it.next() == ValueType::Float {
+                let (t, v) = it.at();
+                samples.push(pb::Sample {
+                    value: v,
+                    timestamp: t,
+                });
+            }
+            if let Some(e) = it.err() {
+                return Err(ReadError::Internal(format!(
+                    "reading series {}: {e}",
+                    s.labels
+                )));
+            }
+            if samples.is_empty() {
+                continue;
+            }
+            total += samples.len();
+            if total > MAX_SAMPLES {
+                return Err(ReadError::BadData(format!(
+                    "exceeded sample limit ({MAX_SAMPLES})"
+                )));
+            }
+            timeseries.push(pb::TimeSeries {
+                labels: pb_labels(&s),
+                samples,
+                ..Default::default()
+            });
+        }
+        results.push(pb::QueryResult { timeseries });
+    }
+    Ok(pb::ReadResponse { results })
+}
+
+/// Appends one frame: uvarint length, CRC32C (big endian), message.
+fn push_frame(out: &mut Vec<u8>, msg: &pb::ChunkedReadResponse) {
+    let body = msg.encode_to_vec();
+    prost::encoding::encode_varint(body.len() as u64, out);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+}
+
+/// The streamed answer, built whole (frames of about [`FRAME_BYTES`]).
+fn streamed(q: &dyn Queryable, req: &pb::ReadRequest) -> Result<Vec<u8>, ReadError> {
+    let mut out = Vec::new();
+    for (i, query) in req.queries.iter().enumerate() {
+        let mut frame = pb::ChunkedReadResponse {
+            chunked_series: Vec::new(),
+            query_index: i as i64,
+        };
+        let mut frame_bytes = 0;
+        for s in select(q, query)? {
+            let chunks: Vec<pb::Chunk> = s
+                .chunks
+                .iter()
+                .filter(|c| c.overlaps(query.start_timestamp_ms, query.end_timestamp_ms))
+                .map(|c| pb::Chunk {
+                    min_time_ms: c.min_time,
+                    max_time_ms: c.max_time,
+                    r#type: pb::chunk::Encoding::Xor as i32,
+                    data: bytes::Bytes::copy_from_slice(c.chunk.bytes()),
+                })
+                .collect();
+            if chunks.is_empty() {
+                continue;
+            }
+            frame_bytes += chunks.iter().map(|c| c.data.len() + 24).sum::<usize>();
+            frame.chunked_series.push(pb::ChunkedSeries {
+                labels: pb_labels(&s),
+                chunks,
+            });
+            if frame_bytes >= FRAME_BYTES {
+                push_frame(&mut out, &frame);
+                frame.chunked_series.clear();
+                frame_bytes = 0;
+            }
+        }
+        if !frame.chunked_series.is_empty() {
+            push_frame(&mut out, &frame);
+        }
+    }
+    Ok(out)
+}
+
+/// The axum handler.
+pub async fn handle(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let run = async {
+        let body = axum::body::to_bytes(body, st.settings.remote_write.max_compressed_bytes)
+            .await
+            .map_err(|e| ReadError::BadData(format!("could not read body: {e}")))?;
+        let q = Arc::clone(&st.queryable);
+        tokio::task::spawn_blocking(move || {
+            let raw = crate::remote_write::decompress(&body, MAX_REQUEST_BYTES)
+                .map_err(|e| ReadError::BadData(e.to_string()))?;
+            let req = pb::ReadRequest::decode(raw.as_slice())
+                .map_err(|e| ReadError::BadData(format!("invalid ReadRequest protobuf: {e}")))?;
+            let wants_stream = req.accepted_response_types.first()
+                == Some(&(pb::read_request::ResponseType::StreamedXorChunks as i32));
+            if wants_stream {
+                let bytes = streamed(q.as_ref(), &req)?;
+                Ok::<_, ReadError>(
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+                        )],
+                        bytes,
+                    )
+                        .into_response(),
+                )
+            } else {
+                let resp = sampled(q.as_ref(), &req)?;
+                let compressed = snap::raw::Encoder::new()
+                    .compress_vec(&resp.encode_to_vec())
+                    .map_err(|e| ReadError::Internal(format!("snappy: {e}")))?;
+                Ok((
+                    [
+                        (header::CONTENT_TYPE, "application/x-protobuf"),
+                        (header::CONTENT_ENCODING, "snappy"),
+                    ],
+                    compressed,
+                )
+                    .into_response())
+            }
+        })
+        .await
+        .map_err(|e| ReadError::Internal(format!("read task failed: {e}")))?
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,377 @@
+//! Running one node: open storage, build the HTTP state, bind, serve
+//! (plain or TLS), and shut down gracefully.
+//!
+//! Owns: the accept loop, TLS setup from the web config, and the shutdown
+//! order — stop accepting, mark not ready, let in-flight requests finish
+//! (bounded), then fsync and close the WAL so that every acknowledged write
+//! is on disk whatever the fsync policy.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderName, HeaderValue};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use pharos_storage::db::{Db, DbOptions};
+use pharos_storage::head::HeadOptions;
+use pharos_storage::wal::{FsyncPolicy, WalOptions};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::web::{TlsServerConfig, WebConfig};
+use crate::config::{mask_secrets, Config, ConfigError, FsyncMode};
+use crate::http::auth::BasicAuth;
+use crate::http::{AppState, ServerInfo, Settings};
+use crate::metrics::Metrics;
+use crate::sink::{LocalSink, MetadataStore};
+
+/// How long in-flight requests may run after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake or request header slower than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most metric families whose metadata is kept.
+const MAX_METADATA_FAMILIES: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("opening storage in {dir}: {source}")]
+    Storage {
+        dir: PathBuf,
+        source: pharos_storage::StorageError,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("closing storage: {0}")]
+    Close(pharos_storage::StorageError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Everything needed to start a node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    pub config: Config,
+    /// The configuration file's path and raw text, if one was given (for
+    /// `/api/v1/status/config`).
+    pub config_file: Option<(PathBuf, String)>,
+    /// Command-line flags as given, for `/api/v1/status/flags`.
+    pub flags: BTreeMap<String, String>,
+}
+
+/// A node that is serving.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningNode {
+    /// Stops accepting, drains, flushes storage, and waits for all of it.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.join().await
+    }
+
+    /// Waits until the node stops by itself (it does not, unless the
+    /// accept loop fails) — used by `main` together with a signal.
+    pub async fn join(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Internal(format!("server task failed: {e}"))),
+        }
+    }
+}
+
+fn db_options(cfg: &Config) -> DbOptions {
+    let w = &cfg.pharos.wal;
+    let fsync = match w.fsync {
+        FsyncMode::Always => FsyncPolicy::Always,
+        FsyncMode::Interval => FsyncPolicy::Interval(w.fsync_interval.as_std()),
+    };
+    let ooo = cfg
+        .storage
+        .as_ref()
+        .and_then(|s| s.tsdb.as_ref())
+        .and_then(|t| t.out_of_order_time_window)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    DbOptions {
+        wal: WalOptions {
+            segment_size: w.segment_size,
+            fsync,
+        },
+        head: HeadOptions {
+            out_of_order_window_ms: ooo,
+            ..HeadOptions::default()
+        },
+    }
+}
+
+fn tls_acceptor(tls: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let err = |m: String| ServerError::Tls(m);
+    let read =
+        |p: &PathBuf| std::fs::read(p).map_err(|e| err(format!("reading {}: {e}", p.display())));
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut read(&tls.cert_file)?.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(format!("{}: {e}", tls.cert_file.display())))?;
+    if certs.is_empty() {
+        return Err(err(format!(
+            "{}: no certificate found",
+            tls.cert_file.display()
+        )));
+    }
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut read(&tls.key_file)?.as_slice())
+            .map_err(|e| err(format!("{}: {e}", tls.key_file.display())))?
+            .ok_or_else(|| err(format!("{}: no private key found", tls.key_file.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version.as_deref() {
+        Some("TLS13") => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| err(e.to_string()))?;
+    let auth = tls.client_auth_type.as_deref().unwrap_or("NoClientCert");
+    let builder = match auth {
+        "NoClientCert" => builder.with_no_client_auth(),
+        "RequireAndVerifyClientCert" | "VerifyClientCertIfGiven" => {
+            let ca_path = tls
+                .client_ca_file
+                .as_ref()
+                .ok_or_else(|| err(format!("client_auth_type {auth} needs client_ca_file")))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut read(ca_path)?.as_slice()) {
+                let c = c.map_err(|e| err(format!("{}: {e}", ca_path.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| err(format!("{}: {e}", ca_path.display())))?;
+            }
+            let mut v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::clone(&provider),
+            );
+            if auth == "VerifyClientCertIfGiven" {
+                v = v.allow_unauthenticated();
+            }
+            builder.with_client_cert_verifier(v.build().map_err(|e| err(e.to_string()))?)
+        }
+        other => {
+            return Err(err(format!(
+            "client_auth_type {other} (client certificates without verification) is not supported"
+        )))
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| err(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Opens storage, binds the listen address and starts serving.
+pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
+    let cfg = &opts.config;
+    for (section, why) in cfg.inert_sections() {
+        tracing::warn!(
+            section,
+            reason = why,
+            "configuration section accepted but not acted on"
+        );
+    }
+    let web = match &cfg.pharos.web.config_file {
+        Some(p) => WebConfig::load(p)?,
+        None => WebConfig::default(),
+    };
+    if web.http_server_config.as_ref().and_then(|h| h.http2) == Some(true) {
+        tracing::warn!("web config: http2 is not served; HTTP/1.1 only");
+    }
+    let tls = web
+        .tls_server_config
+        .as_ref()
+        .map(tls_acceptor)
+        .transpose()?;
+    let mut extra_headers = Vec::new();
+    if let Some(h) = &web.http_server_config {
+        for (k, v) in &h.headers {
+            let name = HeaderName::try_from(k.as_str())
+                .map_err(|e| ServerError::Internal(format!("web config header {k:?}: {e}")))?;
+            let value = HeaderValue::try_from(v.as_str())
+                .map_err(|e| ServerError::Internal(format!("web config header {k:?}: {e}")))?;
+            extra_headers.push((name, value));
+        }
+    }
+    let auth = (!web.basic_auth_users.is_empty())
+        .then(|| Arc::new(BasicAuth::new(web.basic_auth_users.clone())));
+
+    let dir = cfg.pharos.data_dir.clone();
+    let dbo = db_options(cfg);
+    let db_dir = dir.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&db_dir, dbo))
+        .await
+        .map_err(|e| ServerError::Internal(format!("storage open task failed: {e}")))?
+        .map_err(|source| ServerError::Storage {
+            dir: dir.clone(),
+            source,
+        })?;
+    let db = Arc::new(db);
+
+    let metrics = Arc::new(Metrics::new());
+    let now = SystemTime::now();
+    metrics.start_time.set(
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    );
+    let metadata = Arc::new(MetadataStore::new(MAX_METADATA_FAMILIES));
+    let config_yaml = match &opts.config_file {
+        Some((_, text)) => match serde_yaml::from_str::<serde_yaml::Value>(text) {
+            Ok(mut v) => {
+                mask_secrets(&mut v);
+                serde_yaml::to_string(&v).unwrap_or_default()
+            }
+            Err(_) => String::new(),
+        },
+        None => serde_yaml::to_string(cfg).unwrap_or_default(),
+    };
+    let state = Arc::new(AppState {
+        queryable: db.clone(),
+        sink: Arc::new(LocalSink::new(Arc::clone(&db), Arc::clone(&metadata))),
+        metadata,
+        db: Arc::clone(&db),
+        metrics,
+        settings: Settings {
+            remote_write: cfg.pharos.remote_write_receiver.clone(),
+            query: cfg.pharos.query.clone(),
+            web: cfg.pharos.web.clone(),
+        },
+        info: ServerInfo {
+            start_time: now,
+            config_yaml,
+            flags: opts.flags.clone(),
+        },
+        ready: AtomicBool::new(false),
+        auth,
+        extra_headers,
+    });
+
+    let addr = cfg.pharos.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    tracing::info!(
+        listen = %local,
+        tls = tls.is_some(),
+        basic_auth = state.auth.is_some(),
+        data_dir = %cfg.pharos.data_dir.display(),
+        "pharos server listening"
+    );
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(serve(listener, tls, Arc::clone(&state), db, stop_rx));
+    state.ready.store(true, Ordering::Release);
+    Ok(RunningNode {
+        addr: local,
+        state,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+    db: Arc<Db>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<(), ServerError> {
+    let router = crate::http::router(Arc::clone(&state));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let svc = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT);
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), svc))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(s), svc))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    state.ready.store(false, Ordering::Release);
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests still running after {DRAIN_TIMEOUT:?}; closing anyway");
+    }
+    // Everything acknowledged must be on disk before we exit, whatever the
+    // fsync policy.
+    let result = tokio::task::spawn_blocking(move || db.sync())
+        .await
+        .map_err(|e| ServerError::Internal(format!("flush task failed: {e}")))?;
+    result.map_err(ServerError::Close)?;
+    tracing::info!("storage flushed; bye");
+    Ok(())
+}
