@@ -381,45 +381,39 @@ fn pharos_reads_promtool_blocks() {
     }
 }
 
-/// Not an interop test, but the same data shape: bytes per sample of a
-/// realistic 2h block. Run with `--nocapture` to see the figure.
-#[test]
-fn bytes_per_sample_of_a_scrape_shaped_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let samples = 480; // 2h at 15s.
+/// Scrape-shaped data for one 2h block at 15s: per instance a counter, an
+/// integer gauge, a gauge with 3 decimals and 8 histogram buckets. With
+/// `jitter`, 1 scrape in 10 is a few ms off the grid (Prometheus aligns
+/// jitter under 2ms, larger stays).
+fn scrape_workload(instances: usize, jitter: bool) -> Vec<(Labels, Vec<(i64, f64)>)> {
+    let samples = 480;
     let mut rng = Rng(99);
-    let mut input = Vec::new();
-    for i in 0..200 {
-        let inst = format!("10.1.{}.{}:9100", i / 100, i % 100);
-        // Scrape timestamps on the grid, 1 in 10 off by a few ms (Prometheus
-        // aligns jitter below 2ms to the grid; larger jitter stays).
-        let t = |k: usize, rng: &mut Rng| {
-            let j = if rng.below(10) == 0 {
-                rng.below(7) as i64 - 3
-            } else {
-                0
-            };
-            T0 + k as i64 * STEP + j
+    let mut out = Vec::new();
+    let t = |k: usize, rng: &mut Rng| {
+        let j = if jitter && rng.below(10) == 0 {
+            rng.below(7) as i64 - 3
+        } else {
+            0
         };
-        // Counter with a steady rate.
+        T0 + k as i64 * STEP + j
+    };
+    for i in 0..instances {
+        let inst = format!("10.1.{}.{}:9100", i / 100, i % 100);
+        let l = |pairs: &[(&str, &str)]| {
+            let mut v = pairs.to_vec();
+            v.push(("instance", inst.as_str()));
+            Labels::from_pairs(v)
+        };
         let mut c = 0.0;
-        let s: Vec<(i64, f64)> = (0..samples)
+        let s = (0..samples)
             .map(|k| {
                 c += 50.0 + rng.below(20) as f64;
                 (t(k, &mut rng), c)
             })
             .collect();
-        input.push(series_of(
-            &[
-                ("__name__", "node_network_receive_bytes_total"),
-                ("instance", &inst),
-            ],
-            &s,
-            120,
-        ));
-        // Integer gauge that rarely changes.
+        out.push((l(&[("__name__", "node_network_receive_bytes_total")]), s));
         let mut g = 12.0;
-        let s: Vec<(i64, f64)> = (0..samples)
+        let s = (0..samples)
             .map(|k| {
                 if rng.below(20) == 0 {
                     g += 1.0;
@@ -427,61 +421,77 @@ fn bytes_per_sample_of_a_scrape_shaped_block() {
                 (t(k, &mut rng), g)
             })
             .collect();
-        input.push(series_of(
-            &[("__name__", "node_procs_running"), ("instance", &inst)],
-            &s,
-            120,
-        ));
-        // Gauge with 2–3 decimals.
+        out.push((l(&[("__name__", "node_procs_running")]), s));
         let mut x: f64 = 0.5;
-        let s: Vec<(i64, f64)> = (0..samples)
+        let s = (0..samples)
             .map(|k| {
                 x = ((x + (rng.below(21) as f64 - 10.0) / 1000.0).clamp(0.0, 1.0) * 1000.0).round()
                     / 1000.0;
                 (t(k, &mut rng), x)
             })
             .collect();
-        input.push(series_of(
-            &[("__name__", "node_load_ratio"), ("instance", &inst)],
-            &s,
-            120,
-        ));
-        // Histogram buckets: cumulative counters per `le`.
-        let mut counts = [0.0f64; 8];
+        out.push((l(&[("__name__", "node_load_ratio")]), s));
         let les = ["0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf"];
-        let mut series_b: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 8];
+        let mut counts = [0.0f64; 8];
+        let mut buckets: Vec<Vec<(i64, f64)>> = vec![Vec::new(); 8];
         for k in 0..samples {
             let ts = t(k, &mut rng);
             let mut acc = 0.0;
             for (b, cnt) in counts.iter_mut().enumerate() {
                 acc += rng.below(5) as f64;
                 *cnt += acc;
-                series_b[b].push((ts, *cnt));
+                buckets[b].push((ts, *cnt));
             }
         }
-        for (b, s) in series_b.iter().enumerate() {
-            input.push(series_of(
-                &[
+        for (b, s) in buckets.into_iter().enumerate() {
+            out.push((
+                l(&[
                     ("__name__", "http_request_duration_seconds_bucket"),
-                    ("instance", &inst),
                     ("le", les[b]),
-                ],
+                ]),
                 s,
-                120,
             ));
         }
     }
-    let mut per_metric: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for s in &input {
-        let e = per_metric
-            .entry(s.labels.metric_name().unwrap_or("").to_string())
-            .or_default();
-        e.0 += s
+    out
+}
+
+/// Writes `data` as a Pharos block; returns (bytes on disk, samples).
+fn pharos_block_size(dir: &std::path::Path, data: &[(Labels, Vec<(i64, f64)>)]) -> (u64, u64) {
+    let input: Vec<Series> = data
+        .iter()
+        .map(|(l, s)| {
+            let pairs: Vec<(&str, &str)> = l.iter().collect();
+            series_of(&pairs, s, 120)
+        })
+        .collect();
+    let meta = BlockWriter::new(dir, T0, T0 + 7_200_000)
+        .write(input)
+        .unwrap();
+    (
+        dir_size(&dir.join(meta.ulid.to_string())).unwrap(),
+        meta.stats.num_samples,
+    )
+}
+
+/// Bytes per sample of a realistic 2h block, and of the block Prometheus
+/// 2.42 (`promtool tsdb create-blocks-from`) makes from the same samples.
+/// Run with `--nocapture` to see the figures.
+#[test]
+fn bytes_per_sample_of_a_scrape_shaped_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let jittered = scrape_workload(200, true);
+    let mut per_metric: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (l, s) in &jittered {
+        let pairs: Vec<(&str, &str)> = l.iter().collect();
+        let series = series_of(&pairs, s, 120);
+        let e = per_metric.entry(l.metric_name().unwrap_or("")).or_default();
+        e.0 += series
             .chunks
             .iter()
             .map(|c| c.chunk.bytes().len())
             .sum::<usize>();
-        e.1 += s
+        e.1 += series
             .chunks
             .iter()
             .map(|c| c.chunk.num_samples())
@@ -493,25 +503,62 @@ fn bytes_per_sample_of_a_scrape_shaped_block() {
             *bytes as f64 / *n as f64
         );
     }
-    let meta = BlockWriter::new(dir.path(), T0, T0 + 7_200_000)
-        .write(input)
-        .unwrap();
-    let bdir = dir.path().join(meta.ulid.to_string());
-    let size = dir_size(&bdir).unwrap();
-    let chunks = dir_size(&bdir.join("chunks")).unwrap();
-    let bps = size as f64 / meta.stats.num_samples as f64;
-    println!(
-        "block of {} series, {} samples: {} bytes total ({} chunks), {:.3} B/sample total, {:.3} B/sample chunks only",
-        meta.stats.num_series,
-        meta.stats.num_samples,
-        size,
-        chunks,
-        bps,
-        chunks as f64 / meta.stats.num_samples as f64
-    );
+    let (size, n) = pharos_block_size(&dir.path().join("jittered"), &jittered);
+    let bps = size as f64 / n as f64;
+    println!("Pharos block, {} series, {n} samples, jittered timestamps: {size} bytes, {bps:.3} B/sample", jittered.len());
     // XOR chunks of scrape-shaped data land near Prometheus's figure; a
     // regression to raw 16-byte samples must fail.
     assert!(bps < 4.0, "{bps} B/sample");
+
+    // Same shape on the exact grid, side by side with Prometheus.
+    let grid = scrape_workload(50, false);
+    let (size, n) = pharos_block_size(&dir.path().join("grid"), &grid);
+    let pharos_bps = size as f64 / n as f64;
+    println!("Pharos block, {n} samples on the 15s grid: {size} bytes, {pharos_bps:.3} B/sample");
+    let Some(promtool) = promtool() else { return };
+    let mut text = String::with_capacity(n as usize * 60);
+    for (l, s) in &grid {
+        let labels: Vec<String> = l
+            .iter()
+            .filter(|(n, _)| *n != "__name__")
+            .map(|(n, v)| format!("{n}=\"{v}\""))
+            .collect();
+        for &(t, v) in s {
+            text.push_str(&format!(
+                "{}{{{}}} {} {}\n",
+                l.metric_name().unwrap(),
+                labels.join(","),
+                om_value(v),
+                t / 1000
+            ));
+        }
+    }
+    text.push_str("# EOF\n");
+    let input = dir.path().join("grid.om");
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("prom");
+    std::fs::create_dir_all(&out).unwrap();
+    run(Command::new(&promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics", "-q"])
+        .arg(&input)
+        .arg(&out));
+    let mut psize = 0;
+    let mut pn = 0;
+    for e in std::fs::read_dir(&out).unwrap() {
+        let p = e.unwrap().path();
+        if p.join("meta.json").exists() {
+            psize += dir_size(&p).unwrap();
+            pn += BlockMeta::read(&p).unwrap().stats.num_samples;
+        }
+    }
+    assert_eq!(pn, n, "promtool imported a different number of samples");
+    let prom_bps = psize as f64 / pn as f64;
+    println!("Prometheus 2.42 block of the same samples: {psize} bytes, {prom_bps:.3} B/sample");
+    // Same chunk encoding and index format: within a few percent.
+    assert!(
+        pharos_bps <= prom_bps * 1.05,
+        "Pharos {pharos_bps:.3} vs Prometheus {prom_bps:.3} B/sample"
+    );
 }
 
 /// A block produced by vertical compaction (re-cut chunks, merged
