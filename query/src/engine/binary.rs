@@ -371,10 +371,10 @@ fn vector_vector(
     let mut rc = StepCursors::new(rhs.len());
     let (mut lv, mut rv) = (Vec::new(), Vec::new());
     let mut right: HashMap<u64, (usize, f64)> = HashMap::new();
-    let mut matched: HashMap<u64, Option<std::collections::HashSet<Labels>>> = HashMap::new();
-    let mut pair_labels: HashMap<(usize, usize), Labels> = HashMap::new();
-    let mut lfill_labels: HashMap<usize, Labels> = HashMap::new();
-    let mut rfill_labels: HashMap<usize, Labels> = HashMap::new();
+    let mut matched: HashMap<u64, Option<std::collections::HashSet<usize>>> = HashMap::new();
+    let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut lfill_slot: HashMap<usize, usize> = HashMap::new();
+    let mut rfill_slot: HashMap<usize, usize> = HashMap::new();
     let mut out = OutBuilder::new();
     let mut present: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for step in 0..n {
@@ -430,32 +430,32 @@ fn vector_vector(
                 // A filter keeps the value of the operator's left operand.
                 v = fl;
             }
-            let labels = match ri {
-                Some(ri) => pair_labels
-                    .entry((li, ri))
-                    .or_insert_with(|| result_labels(&lhs[li].labels, rlabels, m, drop_now))
-                    .clone(),
-                None => lfill_labels
-                    .entry(li)
-                    .or_insert_with(|| result_labels(&lhs[li].labels, None, m, drop_now))
-                    .clone(),
+            // Result labels depend only on the pair, so their output slot is
+            // computed once per pair rather than per step.
+            let dn = (drop && !drop_now) || lhs[li].drop_name;
+            let slot = match ri {
+                Some(ri) => *pair_slot.entry((li, ri)).or_insert_with(|| {
+                    out.slot(result_labels(&lhs[li].labels, rlabels, m, drop_now), dn)
+                }),
+                None => *lfill_slot.entry(li).or_insert_with(|| {
+                    out.slot(result_labels(&lhs[li].labels, None, m, drop_now), dn)
+                }),
             };
-            if ri.is_some() {
-                if m.card != Cardinality::OneToOne {
-                    let set = matched
-                        .entry(sig)
-                        .or_insert_with(|| Some(Default::default()));
-                    if let Some(set) = set {
-                        if !set.insert(labels.clone()) {
-                            return Err(QueryError::exec(
-                                "multiple matches for labels: grouping labels must ensure unique matches",
-                            ));
-                        }
+            if dn {
+                out.series[slot].drop_name = true;
+            }
+            if ri.is_some() && m.card != Cardinality::OneToOne {
+                let set = matched
+                    .entry(sig)
+                    .or_insert_with(|| Some(Default::default()));
+                if let Some(set) = set {
+                    if !set.insert(slot) {
+                        return Err(QueryError::exec(
+                            "multiple matches for labels: grouping labels must ensure unique matches",
+                        ));
                     }
                 }
             }
-            let dn = (drop && !drop_now) || lhs[li].drop_name;
-            let slot = out.slot(labels, dn);
             out.push(slot, t, v)?;
         }
         if let Some(f) = fill_l {
@@ -476,12 +476,10 @@ fn vector_vector(
                 if op.is_comparison() && !b.return_bool {
                     v = fl;
                 }
-                let labels = rfill_labels
-                    .entry(ri)
-                    .or_insert_with(|| match_labels(&rhs[ri].labels, m))
-                    .clone();
                 let dn = drop && !drop_now;
-                let slot = out.slot(labels, dn);
+                let slot = *rfill_slot
+                    .entry(ri)
+                    .or_insert_with(|| out.slot(match_labels(&rhs[ri].labels, m), dn));
                 out.push(slot, t, v)?;
             }
         }

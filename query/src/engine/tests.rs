@@ -276,3 +276,51 @@ fn experimental_functions_are_gated() {
         .expect_err("gated");
     assert_eq!(err.error_type(), "bad_data");
 }
+
+/// Rough throughput check (`cargo test -p pharos-query --release perf_ -- --ignored --nocapture`):
+/// 1,000 series × 6h of 15s samples through `rate` and `sum by`.
+#[test]
+#[ignore]
+fn perf_range_rate_over_many_series() {
+    let n_series = 1000;
+    let n_samples = 6 * 240;
+    let owned: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> = (0..n_series)
+        .map(|i| {
+            let labels = vec![
+                ("__name__".to_string(), "http_requests_total".to_string()),
+                ("instance".to_string(), format!("i{i}")),
+                ("job".to_string(), format!("j{}", i % 10)),
+            ];
+            let samples = (0..n_samples)
+                .map(|k| (k as i64 * 15_000, (k * (i % 7 + 1)) as f64))
+                .collect();
+            (labels, samples)
+        })
+        .collect();
+    let borrowed: Vec<Vec<(&str, &str)>> = owned
+        .iter()
+        .map(|(l, _)| l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
+        .collect();
+    let data: Vec<(&[(&str, &str)], Vec<(i64, f64)>)> = borrowed
+        .iter()
+        .zip(&owned)
+        .map(|(l, (_, s))| (l.as_slice(), s.clone()))
+        .collect();
+    let f = Fixture::new(&data);
+    let end = (n_samples as i64 - 1) * 15_000;
+    for q in [
+        "rate(http_requests_total[5m])",
+        "sum by (job) (rate(http_requests_total[5m]))",
+        "http_requests_total / on(instance) group_left http_requests_total",
+    ] {
+        let e = parse_with(q, &ParseOptions::all()).expect("parses");
+        let t0 = std::time::Instant::now();
+        let r = engine().range_query(&f, &e, 0, end, 60_000).expect("runs");
+        println!(
+            "{q}: {:?}, {} samples loaded, peak {}",
+            t0.elapsed(),
+            r.stats.samples_loaded,
+            r.stats.peak_samples
+        );
+    }
+}
