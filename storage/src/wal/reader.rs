@@ -81,6 +81,18 @@ pub fn replay(dir: &Path, mut handler: impl FnMut(Record<'_>)) -> Result<ReplayS
         stats.checkpoint = Some(*cp);
         after = Some(*cp);
         let cp_listing = list_dir(cp_path)?;
+        if cp_listing.segments.is_empty() {
+            // Published checkpoints always hold a segment: its loss is loss
+            // of data, not an empty history.
+            let c = Corruption {
+                path: cp_path.clone(),
+                offset: 0,
+                reason: "checkpoint directory holds no segment".to_string(),
+                skipped_bytes: 0,
+            };
+            tracing::warn!(%c, "WAL checkpoint is empty");
+            stats.corruptions.push(c);
+        }
         for (_, path) in &cp_listing.segments {
             // Checkpoints are fsynced before they are renamed into place, so
             // an incomplete frame in one is corruption, never a torn tail.

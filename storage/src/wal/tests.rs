@@ -545,3 +545,16 @@ fn second_writer_on_the_same_dir_is_refused() {
     drop(wal);
     let (_wal2, _, _) = open(dir.path(), 1 << 20);
 }
+
+#[test]
+fn checkpoint_without_segment_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path(), 1500);
+    write_all(&wal, &workload());
+    let cp = wal.checkpoint(|_| true, i64::MIN).unwrap().unwrap();
+    drop(wal);
+    fs::remove_file(cp.path.join(segment_name(0))).unwrap();
+    let (_, stats) = replay_all(dir.path());
+    assert_eq!(stats.corruptions.len(), 1);
+    assert_eq!(stats.corruptions[0].path, cp.path);
+}
