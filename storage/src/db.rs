@@ -310,7 +310,9 @@ impl Db {
         let mut accepted: Vec<RefSample> = Vec::with_capacity(samples.len());
         let seq = {
             let mut st = self.append.lock();
+            // Series an earlier failed batch created but could not log.
             new_series.append(&mut st.unlogged);
+            let carried = new_series.len();
             for (i, (labels, t, v)) in samples.iter().enumerate() {
                 if invalid[i] {
                     continue;
@@ -324,7 +326,7 @@ impl Db {
                     Err(error) => stats.rejected.push(Rejection { index: i, error }),
                 }
             }
-            stats.series_created = new_series.len();
+            stats.series_created = new_series.len() - carried;
             let mut records = Vec::with_capacity(2);
             if !new_series.is_empty() {
                 records.push(Record::Series(&new_series));
