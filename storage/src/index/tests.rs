@@ -225,10 +225,11 @@ fn layout_matches_prometheus_v2() {
     );
     let b = std::fs::read(&path).unwrap();
     assert_eq!(&b[..5], &[0xBA, 0xAA, 0xD7, 0x00, 2]);
-    // Symbol table: len, count 5 ("1","2","a","b","x"), entries, CRC over count+entries.
+    // Symbol table: len, count 6 ("", "1","2","a","b","x"), entries, CRC
+    // over count+entries.
     let len = u32::from_be_bytes(b[5..9].try_into().unwrap()) as usize;
-    assert_eq!(u32::from_be_bytes(b[9..13].try_into().unwrap()), 5);
-    assert_eq!(&b[13..15], &[1, b'1']);
+    assert_eq!(u32::from_be_bytes(b[9..13].try_into().unwrap()), 6);
+    assert_eq!(&b[13..16], &[0, 1, b'1']);
     let crc = u32::from_be_bytes(b[9 + len..13 + len].try_into().unwrap());
     assert_eq!(crc, crc32c::crc32c(&b[9..9 + len]));
     let r = IndexReader::open(&path).unwrap();

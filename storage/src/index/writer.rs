@@ -73,7 +73,9 @@ impl IndexWriter {
         header.push(FORMAT_V2);
         w.write(&header)?;
 
-        let sorted: BTreeSet<&str> = symbols.into_iter().filter(|s| !s.is_empty()).collect();
+        // Prometheus always has "" among its symbols (the all-series postings
+        // key is ("", "")); keeping it makes our files byte-identical to its.
+        let sorted: BTreeSet<&str> = symbols.into_iter().chain([""]).collect();
         let mut body = Vec::new();
         put_be32(&mut body, len_u32(sorted.len(), path, "symbol count")?);
         for (i, s) in sorted.iter().enumerate() {
