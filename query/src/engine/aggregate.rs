@@ -163,7 +163,7 @@ fn fold(
     let mut cursors = StepCursors::new(input.len());
     let mut vals = Vec::new();
     let mut warned = false;
-    for step in 0..n {
+    for (step, &q) in param.iter().enumerate().take(n) {
         if step % 1024 == 1023 {
             ev.check_timeout()?;
         }
@@ -194,7 +194,7 @@ fn fold(
                         // Fold the first sample through Welford's update
                         // too, so that a lone Inf or NaN yields NaN.
                         acc.mean = v;
-                        acc.value = v * (v - v);
+                        acc.value = if v.is_finite() { 0.0 } else { f64::NAN };
                     }
                     AggregateOp::Quantile => qvals[g].push(v),
                     _ => {}
@@ -223,16 +223,8 @@ fn fold(
                     let q = (acc.count - 1.0) / acc.count;
                     (acc.mean, acc.comp) = kahan_inc(v / acc.count, q * acc.mean, q * acc.comp);
                 }
-                AggregateOp::Max => {
-                    if acc.value < v || acc.value.is_nan() {
-                        acc.value = v;
-                    }
-                }
-                AggregateOp::Min => {
-                    if acc.value > v || acc.value.is_nan() {
-                        acc.value = v;
-                    }
-                }
+                AggregateOp::Max if acc.value < v || acc.value.is_nan() => acc.value = v,
+                AggregateOp::Min if acc.value > v || acc.value.is_nan() => acc.value = v,
                 AggregateOp::Stddev | AggregateOp::Stdvar => {
                     let delta = v - acc.mean;
                     acc.mean += delta / acc.count;
@@ -242,19 +234,16 @@ fn fold(
                 _ => {}
             }
         }
-        if a.op == AggregateOp::Quantile {
-            let q = param[step];
-            if !warned && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
-                warned = true;
-                let pos = a.param.as_ref().map_or(a.pos, |p| p.pos());
-                ev.annos.warn(
-                    format!(
-                        "quantile value should be between 0 and 1, got {}",
-                        format_g(q)
-                    ),
-                    pos,
-                );
-            }
+        if a.op == AggregateOp::Quantile && !warned && (q.is_nan() || !(0.0..=1.0).contains(&q)) {
+            warned = true;
+            let pos = a.param.as_ref().map_or(a.pos, |p| p.pos());
+            ev.annos.warn(
+                format!(
+                    "quantile value should be between 0 and 1, got {}",
+                    format_g(q)
+                ),
+                pos,
+            );
         }
         for (g, acc) in accs.iter().enumerate() {
             if !acc.seen {
@@ -274,7 +263,7 @@ fn fold(
                 AggregateOp::Group => 1.0,
                 AggregateOp::Stdvar => acc.value / acc.count,
                 AggregateOp::Stddev => (acc.value / acc.count).sqrt(),
-                AggregateOp::Quantile => quantile(param[step], &mut qvals[g]),
+                AggregateOp::Quantile => quantile(q, &mut qvals[g]),
                 _ => continue,
             };
             out[g].points.push((t, v));

@@ -58,6 +58,9 @@ impl Val {
     }
 }
 
+/// A series and its `(step, sample time, value)` points.
+pub(crate) type SelectedSeries = (Labels, Vec<(usize, i64, f64)>);
+
 /// Where a range function's samples come from.
 #[derive(Debug)]
 pub(crate) enum RangeSource {
@@ -550,7 +553,7 @@ impl<'a> Evaluator<'a> {
         &mut self,
         vs: &VectorSelector,
         refs: &[i64],
-    ) -> Result<Vec<(Labels, Vec<(usize, i64, f64)>)>, QueryError> {
+    ) -> Result<Vec<SelectedSeries>, QueryError> {
         let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
             return Ok(Vec::new());
         };

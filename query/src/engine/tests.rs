@@ -11,13 +11,16 @@ use super::*;
 use crate::parser::{parse_with, ParseOptions};
 use crate::queryable::Queryable;
 
+/// One fixture series: label pairs and samples.
+type SeriesSpec<'a> = (&'a [(&'a str, &'a str)], Vec<(i64, f64)>);
+
 /// Series built from `(labels, samples)`, encoded as real XOR chunks.
 struct Fixture {
     series: Vec<Series>,
 }
 
 impl Fixture {
-    fn new(data: &[(&[(&str, &str)], Vec<(i64, f64)>)]) -> Self {
+    fn new(data: &[SeriesSpec<'_>]) -> Self {
         let mut series: Vec<Series> = data
             .iter()
             .map(|(l, samples)| {
@@ -284,7 +287,8 @@ fn experimental_functions_are_gated() {
 fn perf_range_rate_over_many_series() {
     let n_series = 1000;
     let n_samples = 6 * 240;
-    let owned: Vec<(Vec<(String, String)>, Vec<(i64, f64)>)> = (0..n_series)
+    type Owned = (Vec<(String, String)>, Vec<(i64, f64)>);
+    let owned: Vec<Owned> = (0..n_series)
         .map(|i| {
             let labels = vec![
                 ("__name__".to_string(), "http_requests_total".to_string()),
@@ -301,7 +305,7 @@ fn perf_range_rate_over_many_series() {
         .iter()
         .map(|(l, _)| l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
         .collect();
-    let data: Vec<(&[(&str, &str)], Vec<(i64, f64)>)> = borrowed
+    let data: Vec<SeriesSpec<'_>> = borrowed
         .iter()
         .zip(&owned)
         .map(|(l, (_, s))| (l.as_slice(), s.clone()))
