@@ -272,14 +272,7 @@ impl fmt::Display for Expr {
                     }
                     lhs => write!(f, "{lhs}")?,
                 }
-                write!(f, " {}", b.op.as_str())?;
-                if b.return_bool {
-                    f.write_str(" bool")?;
-                }
-                if let Some(vm) = &b.matching {
-                    write_matching(f, vm)?;
-                }
-                write!(f, " {}", b.rhs)
+                write!(f, " {}{} {}", b.op.as_str(), op_modifiers(b), b.rhs)
             }
             Expr::Aggregate(a) => {
                 f.write_str(a.op.as_str())?;
@@ -312,6 +305,24 @@ impl fmt::Display for Expr {
     }
 }
 
+/// The text between a binary operator and its right operand, with a leading
+/// space when non-empty: ` bool on (a) group_left (b) fill(0)`.
+fn op_modifiers(b: &BinaryExpr) -> String {
+    struct M<'a>(&'a BinaryExpr);
+    impl fmt::Display for M<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            if self.0.return_bool {
+                f.write_str(" bool")?;
+            }
+            match &self.0.matching {
+                Some(vm) => write_matching(f, vm),
+                None => Ok(()),
+            }
+        }
+    }
+    M(b).to_string()
+}
+
 fn write_matching(f: &mut fmt::Formatter<'_>, vm: &VectorMatching) -> fmt::Result {
     let grouped = matches!(vm.card, Cardinality::ManyToOne | Cardinality::OneToMany);
     if vm.on || !vm.labels.is_empty() || grouped {
@@ -340,6 +351,114 @@ fn write_matching(f: &mut fmt::Formatter<'_>, vm: &VectorMatching) -> fmt::Resul
                 write!(f, " fill_right({})", format_number(r))?;
             }
             Ok(())
+        }
+    }
+}
+
+/// Lines longer than this are split by [`pretty`].
+const MAX_LINE: usize = 100;
+
+/// Prometheus's `Prettify` (the `/api/v1/format_query` output): the canonical
+/// text if it fits in 100 characters, otherwise aggregations, calls,
+/// parentheses and binary operators are split over lines, each level indented
+/// by two spaces. Like Prometheus, a subquery that fits is not indented.
+pub fn pretty(e: &Expr) -> String {
+    let mut out = String::new();
+    pretty_into(&mut out, e, 0);
+    out
+}
+
+fn indent(out: &mut String, level: usize) {
+    for _ in 0..level {
+        out.push_str("  ");
+    }
+}
+
+fn pretty_into(out: &mut String, e: &Expr, level: usize) {
+    let flat = e.to_string();
+    let split = flat.len() > MAX_LINE;
+    match e {
+        Expr::Aggregate(a) if split => {
+            indent(out, level);
+            out.push_str(a.op.as_str());
+            if a.without || !a.grouping.is_empty() {
+                // The grouping clause as the canonical form prints it.
+                let head = Expr::Aggregate(AggregateExpr {
+                    expr: Box::new(Expr::Number(NumberLiteral {
+                        value: 0.0,
+                        pos: PosRange::default(),
+                    })),
+                    param: None,
+                    grouping: a.grouping.clone(),
+                    ..a.clone()
+                })
+                .to_string();
+                let clause = head
+                    .strip_prefix(a.op.as_str())
+                    .and_then(|h| h.strip_suffix("(0)"))
+                    .unwrap_or("");
+                out.push_str(clause);
+            }
+            out.push_str("(\n");
+            if let Some(p) = &a.param {
+                pretty_into(out, p, level + 1);
+                out.push_str(",\n");
+            }
+            pretty_into(out, &a.expr, level + 1);
+            out.push('\n');
+            indent(out, level);
+            out.push(')');
+        }
+        Expr::Binary(b) if split => {
+            pretty_into(out, &b.lhs, level + 1);
+            out.push('\n');
+            indent(out, level);
+            out.push_str(b.op.as_str());
+            out.push_str(&op_modifiers(b));
+            out.push('\n');
+            pretty_into(out, &b.rhs, level + 1);
+        }
+        Expr::Call(c) if split => {
+            indent(out, level);
+            out.push_str(&c.func);
+            out.push_str("(\n");
+            for (i, a) in c.args.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(",\n");
+                }
+                pretty_into(out, a, level + 1);
+            }
+            out.push('\n');
+            indent(out, level);
+            out.push(')');
+        }
+        Expr::Paren(p) if split => {
+            indent(out, level);
+            out.push_str("(\n");
+            pretty_into(out, &p.expr, level + 1);
+            out.push('\n');
+            indent(out, level);
+            out.push(')');
+        }
+        Expr::Subquery(sq) => {
+            if split {
+                pretty_into(out, &sq.expr, level);
+                let inner = sq.expr.to_string();
+                out.push_str(flat.get(inner.len()..).unwrap_or(""));
+            } else {
+                out.push_str(&flat);
+            }
+        }
+        Expr::Unary(u) => {
+            let mut child = String::new();
+            pretty_into(&mut child, &u.expr, level);
+            indent(out, level);
+            out.push(if u.op == UnaryOp::Neg { '-' } else { '+' });
+            out.push_str(child.trim());
+        }
+        _ => {
+            indent(out, level);
+            out.push_str(&flat);
         }
     }
 }
@@ -414,6 +533,42 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(canon(input), want, "input {input}");
             assert_eq!(canon(want), want, "reprint of {want}");
+        }
+    }
+
+    #[test]
+    fn pretty_splits_long_lines_like_prometheus() {
+        let short = "sum by (job) (rate(http_requests_total[5m]))";
+        assert_eq!(pretty(&parse(short).unwrap()), short);
+
+        let lhs = r#"sum by (job) (rate(http_requests_total{handler="/api/v1/query"}[5m]))"#;
+        let rhs = "sum by (job) (rate(http_requests_total[5m]))";
+        let long = format!("{lhs} / on (job) group_left () {rhs}");
+        let want = format!("  {lhs}\n/ on (job) group_left ()\n  {rhs}");
+        assert_eq!(pretty(&parse(&long).unwrap()), want);
+
+        // Only the aggregation is too long; its operand fits on one line.
+        let m = "a_metric_name_of_forty_five_characters_abcdef";
+        assert_eq!(m.len(), 45);
+        let agg = format!("topk(5, {m} + {m} + x)");
+        assert_eq!(
+            pretty(&parse(&agg).unwrap()),
+            format!("topk(\n  5,\n  {m} + {m} + x\n)")
+        );
+        let grouped = format!("sum without (a) ({m} + {m} + x)");
+        assert_eq!(
+            pretty(&parse(&grouped).unwrap()),
+            format!("sum without (a) (\n  {m} + {m} + x\n)")
+        );
+        let neg = format!("-({m} + {m} + xyz)");
+        assert_eq!(
+            pretty(&parse(&neg).unwrap()),
+            format!("-(\n  {m} + {m} + xyz\n)")
+        );
+        for q in [long.as_str(), agg.as_str(), grouped.as_str(), neg.as_str()] {
+            // Pretty output is still PromQL for the same tree.
+            let again = parse(&pretty(&parse(q).unwrap())).unwrap();
+            assert_eq!(again.to_string(), parse(q).unwrap().to_string());
         }
     }
 

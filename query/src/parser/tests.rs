@@ -691,6 +691,24 @@ fn every_corpus_expression_parses_and_round_trips() {
                 continue;
             }
         };
+        let pretty = super::printer::pretty(&parsed);
+        match parse_with(&pretty, &ParseOptions::all()) {
+            Ok(mut again) => {
+                let mut orig = parsed.clone();
+                strip(&mut orig);
+                strip(&mut again);
+                if format!("{orig:?}") != format!("{again:?}") {
+                    failures.push(format!(
+                        "{}:{}: {}\n    prettified as {pretty} parses differently",
+                        c.file, c.line, c.expr
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!(
+                "{}:{}: {}\n    prettified as {pretty}: {e}",
+                c.file, c.line, c.expr
+            )),
+        }
         let printed = parsed.to_string();
         match parse_with(&printed, &ParseOptions::all()) {
             Ok(mut again) => {
