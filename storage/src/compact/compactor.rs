@@ -160,6 +160,7 @@ impl Compactor {
                 continue;
             };
             if block_id(stem).is_some() && e.path().is_dir() {
+                tracing::warn!(dir = %e.path().display(), "removing unfinished block directory");
                 std::fs::remove_dir_all(e.path()).map_err(|source| BlockError::Io {
                     path: e.path(),
                     source,
@@ -174,6 +175,7 @@ impl Compactor {
         let mut removed = Vec::new();
         for m in &metas {
             if parents.contains(&m.ulid) {
+                tracing::warn!(block = %m.ulid, "removing block already merged into another (interrupted compaction)");
                 delete_block(&self.dir, m.ulid)?;
                 removed.push(m.ulid);
             }
@@ -242,8 +244,18 @@ impl Compactor {
             .write_sorted(symbols.into_iter(), merged)?;
         let result = if meta.stats.num_samples == 0 {
             delete_block(&self.dir, meta.ulid)?;
+            tracing::info!(sources = ?ids, "compacted blocks held no data; deleting them");
             None
         } else {
+            tracing::info!(
+                block = %meta.ulid,
+                level = meta.compaction.level,
+                min_time = meta.min_time,
+                max_time = meta.max_time,
+                samples = meta.stats.num_samples,
+                parents = ?ids,
+                "compacted blocks"
+            );
             Some(meta)
         };
         drop(blocks);

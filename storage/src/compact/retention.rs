@@ -85,6 +85,7 @@ pub fn apply_retention(
     let mut deleted = Vec::new();
     spans.sort_by(|a, b| b.max_time.cmp(&a.max_time));
     for s in spans.iter().filter(|s| doomed.contains(&s.ulid)) {
+        tracing::info!(block = %s.ulid, max_time = s.max_time, bytes = s.bytes, "deleting block beyond retention");
         delete_block(dir, s.ulid)?;
         deleted.push(s.ulid);
     }
