@@ -410,3 +410,33 @@ fn verify_accepts_good_blocks_and_names_problems() {
         .to_string();
     assert!(e.contains("outside the block range"), "{e}");
 }
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A segment of random bytes behind a valid header, and random
+        /// tombstone files, never make the readers panic.
+        #[test]
+        fn random_segments_and_tombstones_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300),
+                                                      refs in proptest::collection::vec(0u64..400, 1..10),
+                                                      tomb in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let cdir = dir.path().join("chunks");
+            std::fs::create_dir_all(&cdir).unwrap();
+            let mut seg = vec![0x85, 0xBD, 0x40, 0xDD, 1, 0, 0, 0];
+            seg.extend_from_slice(&body);
+            std::fs::write(cdir.join("000001"), &seg).unwrap();
+            let r = ChunkReader::open(&cdir).unwrap();
+            for rf in refs {
+                if let Ok(c) = r.read(rf) {
+                    let _ = collect_samples(&mut c.iter());
+                }
+            }
+            let mut t = vec![0x01, 0x30, 0xBA, 0x30, 1];
+            t.extend_from_slice(&tomb);
+            let _ = Tombstones::decode(std::path::Path::new("t"), &t);
+        }
+    }
+}

@@ -239,3 +239,34 @@ fn layout_matches_prometheus_v2() {
     let toc = &b[b.len() - TOC_LEN..];
     assert_eq!(u64::from_be_bytes(toc[..8].try_into().unwrap()), 5);
 }
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes (with a valid header and TOC checksum, so parsing
+        /// goes past the first checks) never make the reader panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(mut body in proptest::collection::vec(any::<u8>(), 0..400),
+                                       offs in proptest::collection::vec(0u64..500, 6),
+                                       ids in proptest::collection::vec(0u64..40, 0..8)) {
+            let mut b = vec![0xBA, 0xAA, 0xD7, 0x00, 2];
+            b.append(&mut body);
+            let mut toc = Vec::new();
+            for o in &offs {
+                toc.extend_from_slice(&o.to_be_bytes());
+            }
+            let crc = crc32c::crc32c(&toc);
+            toc.extend_from_slice(&crc.to_be_bytes());
+            b.extend_from_slice(&toc);
+            if let Ok(r) = IndexReader::from_bytes(std::path::Path::new("fuzz"), b) {
+                for id in ids {
+                    let _ = r.series(id);
+                }
+                let _ = r.all_postings();
+                let _ = r.postings_for_matchers(&[Matcher::new(MatchType::Regex, "a", ".+").unwrap()]);
+            }
+        }
+    }
+}
