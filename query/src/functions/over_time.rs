@@ -149,6 +149,11 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
         "mad_over_time" => {
             let mut buf = Vec::new();
             map_windows(ev, &rd, false, |w, _, _| {
+                // A NaN makes the deviation undefined rather than being
+                // sorted aside by the median.
+                if w.iter().any(|p| p.1.is_nan()) {
+                    return Some(f64::NAN);
+                }
                 buf.clear();
                 buf.extend(w.iter().map(|p| p.1));
                 let median = quantile(0.5, &mut buf);
