@@ -380,7 +380,12 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
                     let n = g.names[gi].clone();
                     monotonic_info(ev, &n, varg.pos());
                 }
-                out.extend(finish(&g.labels, pts, Some((&label, &format_g(q0)))));
+                let mut qs = super::fmt::format_float_f(q0);
+                if q0.is_finite() && !qs.contains('.') {
+                    // Whole quantiles are labelled "1.0", not "1".
+                    qs.push_str(".0");
+                }
+                out.extend(finish(&g.labels, pts, Some((&label, &qs))));
             }
             Val::Vector(out)
         }
