@@ -169,8 +169,12 @@ impl<'a> Lexer<'a> {
                     self.single(TokKind::RBrace)
                 }
                 b'[' => {
-                    if self.brackets > 0 && self.braces {
-                        return self.err(start, start + 1, "unexpected left bracket '['");
+                    if self.braces {
+                        return self.err(
+                            start,
+                            start + 1,
+                            "unexpected character inside braces: '['",
+                        );
                     }
                     self.brackets += 1;
                     self.single(TokKind::LBracket)
@@ -235,6 +239,9 @@ impl<'a> Lexer<'a> {
         }
         if self.braces {
             return self.err(self.pos, self.pos, "unexpected end of input inside braces");
+        }
+        if self.brackets > 0 {
+            return self.err(self.pos, self.pos, "unclosed left bracket");
         }
         let end = self.pos;
         self.push(TokKind::Eof, end);

@@ -559,6 +559,11 @@ fn syntax_errors_have_positions() {
         err_all("\"abc"),
         "1:1: parse error: unterminated quoted string"
     );
+    assert_eq!(err_all("x[5m"), "1:5: parse error: unclosed left bracket");
+    assert_eq!(
+        err_all("x{a=\"b\""),
+        "1:8: parse error: unexpected end of input inside braces"
+    );
     let e = parse_with("sum(x) by", &ParseOptions::all()).unwrap_err();
     assert_eq!(e.pos.start, 9);
     // Comments run to the end of the line.
