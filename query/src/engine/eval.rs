@@ -397,7 +397,7 @@ impl<'a> Evaluator<'a> {
     /// Window ends for each step: `(@ or step time) - offset`.
     fn refs(&self, at: Option<i64>, offset: i64) -> Vec<i64> {
         (0..self.nsteps())
-            .map(|i| at.unwrap_or_else(|| self.ts(i)) - offset)
+            .map(|i| at.unwrap_or_else(|| self.ts(i)).saturating_sub(offset))
             .collect()
     }
 
@@ -509,7 +509,10 @@ impl<'a> Evaluator<'a> {
             return Ok(Vec::new());
         };
         let lookback = self.opts.lookback_delta_ms;
-        let (mint, maxt) = (first - lookback + 1, last + lookback);
+        let (mint, maxt) = (
+            first.saturating_sub(lookback).saturating_add(1),
+            last.saturating_add(lookback),
+        );
         let series = self.select(vs, mint, maxt, 0, None)?;
         let mut out = Vec::with_capacity(series.len());
         let mut samples = Vec::new();
@@ -558,7 +561,7 @@ impl<'a> Evaluator<'a> {
             return Ok(Vec::new());
         };
         let lookback = self.opts.lookback_delta_ms;
-        let (mint, maxt) = (first - lookback + 1, last);
+        let (mint, maxt) = (first.saturating_sub(lookback).saturating_add(1), last);
         let series = self.select(vs, mint, maxt, 0, None)?;
         let mut out = Vec::with_capacity(series.len());
         let mut samples = Vec::new();
@@ -650,8 +653,11 @@ impl<'a> Evaluator<'a> {
             } else {
                 0
             };
-            let mint = first - range - extra_before + 1;
-            let maxt = last + extra_after;
+            let mint = first
+                .saturating_sub(range)
+                .saturating_sub(extra_before)
+                .saturating_add(1);
+            let maxt = last.saturating_add(extra_after);
             let series = self.select(vs, mint, maxt, range, func)?;
             source = RangeSource::Stored { series, mint, maxt };
         }
@@ -685,8 +691,18 @@ impl<'a> Evaluator<'a> {
         let mut series = Vec::new();
         if let (Some(&first), Some(&last)) = (refs.first(), refs.last()) {
             // First multiple of the step strictly after the earliest window start.
-            let lo = first - range;
-            let inner_start = lo.div_euclid(step) * step + step;
+            let lo = first.saturating_sub(range);
+            let inner_start = lo
+                .div_euclid(step)
+                .saturating_mul(step)
+                .saturating_add(step);
+            // Every inner step costs memory even before any sample is read.
+            let inner_steps = last.saturating_sub(inner_start) / step + 1;
+            if inner_steps > self.opts.max_samples as i64 {
+                return Err(QueryError::TooManySamples {
+                    phase: "query execution",
+                });
+            }
             let saved = (self.start, self.end, self.interval);
             self.start = inner_start;
             self.end = last;

@@ -112,6 +112,11 @@ impl Engine {
                 "end timestamp must not be before start time",
             ));
         }
+        if end_ms.saturating_sub(start_ms) / step_ms >= self.opts.max_samples as i64 {
+            return Err(QueryError::TooManySamples {
+                phase: "query execution",
+            });
+        }
         let started = Instant::now();
         let mut ev = eval::Evaluator::new(q, &self.opts, start_ms, end_ms, step_ms, started);
         ev.check_expr(expr)?;
