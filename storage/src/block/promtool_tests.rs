@@ -17,6 +17,9 @@ use crate::labels::Labels;
 use crate::querier::Querier;
 use crate::series::Series;
 
+/// A series' labels and samples, as test data.
+type LabeledSamples = (Labels, Vec<(i64, f64)>);
+
 /// Two-hour aligned start near 2023-11-14, like a real head cut.
 const T0: i64 = 1_699_999_200_000;
 const STEP: i64 = 15_000;
@@ -75,7 +78,7 @@ impl Rng {
 
 /// Scrape-shaped test data: counters (with a reset), gauges with decimals,
 /// integer gauges, values needing exponents, and stale markers.
-fn workload(series_per_kind: usize, samples: usize) -> Vec<(Labels, Vec<(i64, f64)>)> {
+fn workload(series_per_kind: usize, samples: usize) -> Vec<LabeledSamples> {
     let mut rng = Rng(42);
     let mut out = Vec::new();
     for i in 0..series_per_kind {
@@ -263,7 +266,7 @@ fn pharos_reads_promtool_blocks() {
     // 3h of data at whole seconds, so promtool cuts two blocks.
     let mut rng = Rng(7);
     let steps = 3 * 3600 / 15;
-    let mut families: Vec<(&str, &str, Vec<(Labels, Vec<(i64, f64)>)>)> = Vec::new();
+    let mut families: Vec<(&str, &str, Vec<LabeledSamples>)> = Vec::new();
     let mut counters = Vec::new();
     let mut gauges = Vec::new();
     for i in 0..40 {
@@ -403,7 +406,7 @@ fn pharos_reads_promtool_blocks() {
 /// integer gauge, a gauge with 3 decimals and 8 histogram buckets. With
 /// `jitter`, 1 scrape in 10 is a few ms off the grid (Prometheus aligns
 /// jitter under 2ms, larger stays).
-fn scrape_workload(instances: usize, jitter: bool) -> Vec<(Labels, Vec<(i64, f64)>)> {
+fn scrape_workload(instances: usize, jitter: bool) -> Vec<LabeledSamples> {
     let samples = 480;
     let mut rng = Rng(99);
     let mut out = Vec::new();
@@ -475,7 +478,7 @@ fn scrape_workload(instances: usize, jitter: bool) -> Vec<(Labels, Vec<(i64, f64
 }
 
 /// Writes `data` as a Pharos block; returns (bytes on disk, samples).
-fn pharos_block_size(dir: &std::path::Path, data: &[(Labels, Vec<(i64, f64)>)]) -> (u64, u64) {
+fn pharos_block_size(dir: &std::path::Path, data: &[LabeledSamples]) -> (u64, u64) {
     let input: Vec<Series> = data
         .iter()
         .map(|(l, s)| {

@@ -90,7 +90,12 @@ fn write_open_select_round_trip() {
         .unwrap()
         .is_empty());
     let re = Matcher::new(MatchType::Regex, "instance", "i1.").unwrap();
-    assert_eq!(b.select(0, 10, &[re.clone()], None).unwrap().len(), 10);
+    assert_eq!(
+        b.select(0, 10, std::slice::from_ref(&re), None)
+            .unwrap()
+            .len(),
+        10
+    );
     assert_eq!(
         b.label_names(0, 10, &[]).unwrap(),
         vec!["__name__", "instance", "job"]

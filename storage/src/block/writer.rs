@@ -123,7 +123,7 @@ impl BlockWriter {
                 max_time: self.max_time,
             });
         }
-        let id = self.opts.ulid.unwrap_or_else(Ulid::new);
+        let id = self.opts.ulid.unwrap_or_default();
         std::fs::create_dir_all(&self.parent).map_err(|source| BlockError::Io {
             path: self.parent.clone(),
             source,

@@ -36,13 +36,11 @@ impl<I: Iterator<Item = Result<Series, BlockError>>> Iterator for MergeSeries<I>
         let mut min: Option<Labels> = None;
         for it in &mut self.inputs {
             match it.peek() {
-                Some(Ok(s)) => {
-                    if min.as_ref().is_none_or(|m| s.labels < *m) {
-                        min = Some(s.labels.clone());
-                    }
+                Some(Ok(s)) if min.as_ref().is_none_or(|m| s.labels < *m) => {
+                    min = Some(s.labels.clone());
                 }
                 Some(Err(_)) => return it.next(),
-                None => {}
+                _ => {}
             }
         }
         let min = min?;
@@ -241,7 +239,7 @@ impl Compactor {
         let merged = MergeSeries { inputs };
         let meta = BlockWriter::new(&self.dir, min_time, max_time)
             .with_options(opts)
-            .write_sorted(symbols.into_iter(), merged)?;
+            .write_sorted(symbols, merged)?;
         let result = if meta.stats.num_samples == 0 {
             delete_block(&self.dir, meta.ulid)?;
             tracing::info!(sources = ?ids, "compacted blocks held no data; deleting them");

@@ -83,7 +83,7 @@ pub fn apply_retention(
     }
     let doomed = beyond_retention(&spans, policy, newest_time, extra_bytes);
     let mut deleted = Vec::new();
-    spans.sort_by(|a, b| b.max_time.cmp(&a.max_time));
+    spans.sort_by_key(|s| std::cmp::Reverse(s.max_time));
     for s in spans.iter().filter(|s| doomed.contains(&s.ulid)) {
         tracing::info!(block = %s.ulid, max_time = s.max_time, bytes = s.bytes, "deleting block beyond retention");
         delete_block(dir, s.ulid)?;

@@ -55,6 +55,9 @@ impl IndexSource for FileSource {
     }
 }
 
+/// Label name → (value, postings list offset), values sorted.
+type PostingsTable = BTreeMap<Box<str>, Vec<(Box<str>, u64)>>;
+
 /// A series as stored in the index: its labels and chunk metas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesEntry {
@@ -79,7 +82,7 @@ pub struct IndexReader {
     symbols: Vec<Box<str>>,
     /// Label name → (value, postings list offset), values sorted. The name
     /// `""` holds the single all-series list.
-    postings: BTreeMap<Box<str>, Vec<(Box<str>, u64)>>,
+    postings: PostingsTable,
 }
 
 impl std::fmt::Debug for IndexReader {
@@ -270,12 +273,12 @@ impl IndexReader {
         Ok(out)
     }
 
-    fn read_postings_table(&self) -> Result<BTreeMap<Box<str>, Vec<(Box<str>, u64)>>, IndexError> {
+    fn read_postings_table(&self) -> Result<PostingsTable, IndexError> {
         const S: &str = "postings offset table";
         let (body, at) = self.section(self.toc.postings_table, S)?;
         let mut c = Cursor::new(&body, at);
         let n = c.be32().map_err(|e| self.corrupt(S, e))?;
-        let mut out: BTreeMap<Box<str>, Vec<(Box<str>, u64)>> = BTreeMap::new();
+        let mut out = PostingsTable::new();
         for _ in 0..n {
             let at = c.offset();
             let keys = c.uvarint().map_err(|e| self.corrupt(S, e))?;
