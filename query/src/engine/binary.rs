@@ -153,8 +153,22 @@ pub(crate) fn match_labels(l: &Labels, m: &VectorMatching) -> Labels {
     }
 }
 
-fn signature(l: &Labels, m: &VectorMatching) -> u64 {
-    match_labels(l, m).hash()
+/// Dense ids of the matching signatures of both sides, computed once per
+/// series so that steps only compare small integers.
+fn signature_ids(
+    lhs: &[RSeries],
+    rhs: &[RSeries],
+    m: &VectorMatching,
+) -> (Vec<usize>, Vec<usize>, usize) {
+    let mut ids: HashMap<Labels, usize> = HashMap::new();
+    let mut id_of = |s: &RSeries| {
+        let next = ids.len();
+        *ids.entry(match_labels(&s.labels, m)).or_insert(next)
+    };
+    let l: Vec<usize> = lhs.iter().map(&mut id_of).collect();
+    let r: Vec<usize> = rhs.iter().map(&mut id_of).collect();
+    let n = ids.len();
+    (l, r, n)
 }
 
 /// Cursors over step-aligned series: the values present at one step.
@@ -236,38 +250,40 @@ fn set_op(
     lhs: Vec<RSeries>,
     rhs: Vec<RSeries>,
 ) -> Vec<RSeries> {
-    let lsig: Vec<u64> = lhs.iter().map(|s| signature(&s.labels, m)).collect();
-    let rsig: Vec<u64> = rhs.iter().map(|s| signature(&s.labels, m)).collect();
+    let (lsig, rsig, nsig) = signature_ids(&lhs, &rhs, m);
     let n = ev.nsteps();
     let mut lc = StepCursors::new(lhs.len());
     let mut rc = StepCursors::new(rhs.len());
     let (mut lv, mut rv) = (Vec::new(), Vec::new());
-    let mut sigs = std::collections::HashSet::new();
+    // `seen[sig] == step + 1`: the signature is present at this step.
+    let mut seen = vec![0usize; nsig];
     // Output keeps input series identity: lhs series first, then rhs.
     let mut lout: Vec<Vec<(i64, f64)>> = vec![Vec::new(); lhs.len()];
     let mut rout: Vec<Vec<(i64, f64)>> = vec![Vec::new(); rhs.len()];
     for step in 0..n {
         let t = ev.ts(step);
+        let stamp = step + 1;
         lc.at(&lhs, t, &mut lv);
         rc.at(&rhs, t, &mut rv);
-        sigs.clear();
         match op {
             BinaryOp::And | BinaryOp::Unless => {
-                sigs.extend(rv.iter().map(|&(i, _)| rsig[i]));
+                for &(i, _) in &rv {
+                    seen[rsig[i]] = stamp;
+                }
                 let want = op == BinaryOp::And;
                 for &(i, v) in &lv {
-                    if sigs.contains(&lsig[i]) == want {
+                    if (seen[lsig[i]] == stamp) == want {
                         lout[i].push((t, v));
                     }
                 }
             }
             _ => {
-                sigs.extend(lv.iter().map(|&(i, _)| lsig[i]));
                 for &(i, v) in &lv {
+                    seen[lsig[i]] = stamp;
                     lout[i].push((t, v));
                 }
                 for &(i, v) in &rv {
-                    if !sigs.contains(&rsig[i]) {
+                    if seen[rsig[i]] != stamp {
                         rout[i].push((t, v));
                     }
                 }
@@ -364,30 +380,37 @@ fn vector_vector(
     let fill_r = m.fill_right;
     let drop = drops_name(op, b.return_bool);
     let drop_now = drop && !ev.opts.delayed_name_removal;
-    let lsig: Vec<u64> = lhs.iter().map(|s| signature(&s.labels, m)).collect();
-    let rsig: Vec<u64> = rhs.iter().map(|s| signature(&s.labels, m)).collect();
+    let (lsig, rsig, nsig) = signature_ids(&lhs, &rhs, m);
     let n = ev.nsteps();
     let mut lc = StepCursors::new(lhs.len());
     let mut rc = StepCursors::new(rhs.len());
     let (mut lv, mut rv) = (Vec::new(), Vec::new());
-    let mut right: HashMap<u64, (usize, f64)> = HashMap::new();
-    let mut matched: HashMap<u64, Option<std::collections::HashSet<usize>>> = HashMap::new();
+    // Per signature, stamped with `step + 1` when valid for the current step:
+    // the "one"-side sample, whether an lhs sample was matched (one-to-one),
+    // and whether any lhs sample has it (for fill_left).
+    let mut right_stamp = vec![0usize; nsig];
+    let mut right_at: Vec<(usize, f64)> = vec![(0, 0.0); nsig];
+    let mut matched_stamp = vec![0usize; nsig];
+    let mut left_stamp = vec![0usize; nsig];
+    let mut group_slots: std::collections::HashSet<(usize, usize)> =
+        std::collections::HashSet::new();
     let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::new();
     let mut lfill_slot: HashMap<usize, usize> = HashMap::new();
     let mut rfill_slot: HashMap<usize, usize> = HashMap::new();
     let mut out = OutBuilder::new();
-    let mut present: std::collections::HashSet<u64> = std::collections::HashSet::new();
     for step in 0..n {
         if step % 1024 == 1023 {
             ev.check_timeout()?;
         }
         let t = ev.ts(step);
+        let stamp = step + 1;
         lc.at(&lhs, t, &mut lv);
         rc.at(&rhs, t, &mut rv);
-        right.clear();
-        matched.clear();
+        group_slots.clear();
         for &(ri, v) in &rv {
-            if let Some(&(dup, _)) = right.get(&rsig[ri]) {
+            let sid = rsig[ri];
+            if right_stamp[sid] == stamp {
+                let dup = right_at[sid].0;
                 let one_side = if swap { "left" } else { "right" };
                 let ml = match_labels(&rhs[ri].labels, m);
                 let (a, b) = if rhs[ri].labels <= rhs[dup].labels {
@@ -399,25 +422,33 @@ fn vector_vector(
                     "found duplicate series for the match group {ml} on the {one_side} hand-side of the operation: [{a}, {b}];many-to-many matching not allowed: matching labels must be unique on one side"
                 )));
             }
-            right.insert(rsig[ri], (ri, v));
+            right_stamp[sid] = stamp;
+            right_at[sid] = (ri, v);
+        }
+        if fill_l.is_some() {
+            for &(li, _) in &lv {
+                left_stamp[lsig[li]] = stamp;
+            }
         }
         for &(li, lval) in &lv {
             let sig = lsig[li];
-            let (ri, rval, rlabels) = match right.get(&sig) {
-                Some(&(ri, rval)) => (Some(ri), rval, Some(&rhs[ri].labels)),
-                None => match fill_r {
+            let (ri, rval, rlabels) = if right_stamp[sig] == stamp {
+                let (ri, rval) = right_at[sig];
+                (Some(ri), rval, Some(&rhs[ri].labels))
+            } else {
+                match fill_r {
                     Some(f) => (None, f, None),
                     None => continue,
-                },
+                }
             };
             // Cardinality is checked before comparison filters drop anything.
             if ri.is_some() && m.card == Cardinality::OneToOne {
-                if matched.contains_key(&sig) {
+                if matched_stamp[sig] == stamp {
                     return Err(QueryError::exec(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
                     ));
                 }
-                matched.insert(sig, None);
+                matched_stamp[sig] = stamp;
             }
             let (fl, fr) = if swap { (rval, lval) } else { (lval, rval) };
             let (mut v, keep) = float_op(op, fl, fr);
@@ -444,26 +475,16 @@ fn vector_vector(
             if dn {
                 out.series[slot].drop_name = true;
             }
-            if ri.is_some() && m.card != Cardinality::OneToOne {
-                let set = matched
-                    .entry(sig)
-                    .or_insert_with(|| Some(Default::default()));
-                if let Some(set) = set {
-                    if !set.insert(slot) {
-                        return Err(QueryError::exec(
-                            "multiple matches for labels: grouping labels must ensure unique matches",
-                        ));
-                    }
-                }
+            if ri.is_some() && m.card != Cardinality::OneToOne && !group_slots.insert((sig, slot)) {
+                return Err(QueryError::exec(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                ));
             }
             out.push(slot, t, v)?;
         }
         if let Some(f) = fill_l {
-            present.clear();
-            present.extend(lv.iter().map(|&(li, _)| lsig[li]));
             for &(ri, rval) in &rv {
-                let sig = rsig[ri];
-                if present.contains(&sig) {
+                if left_stamp[rsig[ri]] == stamp {
                     continue;
                 }
                 let (fl, fr) = if swap { (rval, f) } else { (f, rval) };
