@@ -328,3 +328,158 @@ fn perf_range_rate_over_many_series() {
         );
     }
 }
+
+fn gauges() -> Fixture {
+    Fixture::new(&[
+        (
+            &[("__name__", "g"), ("job", "a"), ("le", "1")],
+            vec![(0, 1.0), (60_000, 2.0), (120_000, 4.0)],
+        ),
+        (
+            &[("__name__", "g"), ("job", "a"), ("le", "+Inf")],
+            vec![(0, 2.0), (60_000, 4.0), (120_000, 8.0)],
+        ),
+        (
+            &[("__name__", "g"), ("job", "b"), ("le", "1")],
+            vec![(0, 3.0), (60_000, 3.0), (120_000, f64::NAN)],
+        ),
+    ])
+}
+
+#[test]
+fn over_time_functions() {
+    let f = gauges();
+    let q = |e: &str| vector(&f, e, 120_000);
+    assert_eq!(q("sum_over_time(g{job=\"a\",le=\"1\"}[3m])")[0].1, 7.0);
+    assert_eq!(q("count_over_time(g{job=\"a\",le=\"1\"}[2m])")[0].1, 2.0);
+    assert_eq!(q("max_over_time(g{job=\"b\"}[3m])")[0].1, 3.0);
+    assert!(q("avg_over_time(g{job=\"b\"}[3m])")[0].1.is_nan());
+    assert_eq!(
+        q("quantile_over_time(0.5, g{job=\"a\",le=\"1\"}[3m])")[0].1,
+        2.0
+    );
+    assert_eq!(
+        q("ts_of_max_over_time(g{job=\"a\",le=\"1\"}[3m])")[0].1,
+        120.0
+    );
+    // last_over_time keeps the metric name.
+    assert!(q("last_over_time(g{job=\"a\",le=\"1\"}[3m])")[0]
+        .0
+        .contains("__name__"));
+    assert_eq!(
+        q("absent_over_time(nope{job=\"x\"}[1m])"),
+        vec![("{job=\"x\"}".into(), 1.0)]
+    );
+}
+
+#[test]
+fn label_functions_and_count_values() {
+    let f = gauges();
+    let got = vector(
+        &f,
+        "label_replace(g{le=\"1\"}, \"dst\", \"x-$1\", \"job\", \"(.*)\")",
+        0,
+    );
+    assert_eq!(
+        got[0].0,
+        "{__name__=\"g\", dst=\"x-a\", job=\"a\", le=\"1\"}"
+    );
+    let joined = vector(
+        &f,
+        "label_join(g{le=\"+Inf\"}, \"j\", \"/\", \"job\", \"le\")",
+        0,
+    );
+    assert!(joined[0].0.contains("j=\"a/+Inf\""));
+    let cv = vector(&f, "count_values(\"v\", g)", 60_000);
+    assert_eq!(
+        cv,
+        vec![
+            ("{v=\"2\"}".into(), 1.0),
+            ("{v=\"3\"}".into(), 1.0),
+            ("{v=\"4\"}".into(), 1.0)
+        ]
+    );
+    let err = instant(&f, "label_replace(g, \"le\", \"\", \"\", \"\")", 0).expect_err("dup");
+    assert_eq!(
+        err.to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
+}
+
+#[test]
+fn topk_is_ordered_and_sort_warns_in_range_queries() {
+    let f = gauges();
+    match instant(&f, "topk(2, g)", 60_000).expect("runs").value {
+        Value::Vector(v) => {
+            let vals: Vec<f64> = v.iter().map(|s| s.v).collect();
+            assert_eq!(vals, vec![4.0, 3.0]);
+        }
+        other => panic!("expected a vector, got {other:?}"),
+    }
+    let e = parse_with("sort(g)", &ParseOptions::all()).expect("parses");
+    let r = engine()
+        .range_query(&f, &e, 0, 60_000, 60_000)
+        .expect("runs");
+    assert_eq!(
+        r.annotations.render_all("sort(g)"),
+        vec!["PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:1)"]
+    );
+}
+
+#[test]
+fn classic_histogram_quantile_and_le_warning() {
+    let f = gauges();
+    // job a at 0: 1 of 2 observations at or below 1 → the median is 1.
+    let got = vector(&f, "histogram_quantile(0.5, g{job=\"a\"})", 0);
+    assert_eq!(got, vec![("{job=\"a\"}".into(), 1.0)]);
+    let q = "histogram_quantile(0.5, g{job=\"b\"})";
+    let r = instant(&f, q, 0).expect("runs");
+    assert!(matches!(r.value, Value::Vector(ref v) if v.len() == 1 && v[0].v.is_nan()));
+    let f2 = Fixture::new(&[(&[("__name__", "h"), ("le", "x")], vec![(0, 1.0)])]);
+    let q = "histogram_quantile(0.9, h)";
+    let r = instant(&f2, q, 0).expect("runs");
+    assert_eq!(
+        r.annotations.render_all(q),
+        vec!["PromQL warning: bucket label \"le\" is missing or has a malformed value of \"x\" for metric name \"h\" (1:25)"]
+    );
+}
+
+#[test]
+fn anchored_and_smoothed_increase() {
+    let pts: Vec<(i64, f64)> = (0..=8).map(|i| (i * 15_000, 1.0 + i as f64)).collect();
+    let f = Fixture::new(&[(&[("__name__", "c_total")], pts)]);
+    assert_eq!(
+        vector(&f, "increase(c_total[1m] anchored)", 65_000)[0].1,
+        4.0
+    );
+    let s = vector(&f, "increase(c_total[1m] smoothed)", 65_000)[0].1;
+    assert!((s - 4.0).abs() < 1e-9, "{s}");
+    let err = instant(&f, "deriv(c_total[1m] smoothed)", 65_000).expect_err("not allowed");
+    assert_eq!(
+        err.to_string(),
+        "smoothed modifier can only be used with: delta, increase, rate - not with deriv"
+    );
+}
+
+#[test]
+fn scalar_and_time_functions() {
+    let f = gauges();
+    match instant(&f, "scalar(g{job=\"b\"}) + time()", 60_000)
+        .expect("runs")
+        .value
+    {
+        Value::Scalar { t, v } => {
+            assert_eq!(t, 60_000);
+            assert_eq!(v, 63.0);
+        }
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+    assert_eq!(
+        vector(&f, "year(vector(1136239445))", 0),
+        vec![("{}".into(), 2006.0)]
+    );
+    assert_eq!(
+        vector(&f, "timestamp(g{job=\"a\",le=\"1\"})", 90_000),
+        vec![("{job=\"a\", le=\"1\"}".into(), 60.0)]
+    );
+}
