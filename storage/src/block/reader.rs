@@ -12,7 +12,7 @@ use super::{
 };
 use crate::chunk::{SampleIterator, ValueType};
 use crate::error::StorageError;
-use crate::index::IndexReader;
+use crate::index::{ChunkEntry, IndexReader};
 use crate::labels::{Labels, Matcher};
 use crate::querier::{Querier, SelectHints};
 use crate::series::{ChunkMeta, Series};
@@ -106,31 +106,34 @@ impl Block {
         deleted: &[(i64, i64)],
     ) -> Result<Option<Series>, BlockError> {
         let entry = self.index.series(id)?;
-        let mut chunks = Vec::new();
-        for c in &entry.chunks {
-            if c.max_time < mint || c.min_time > maxt {
-                continue;
-            }
-            if deleted
-                .iter()
-                .any(|&(a, b)| a <= c.min_time && c.max_time <= b)
-            {
-                continue;
-            }
-            let chunk = self
-                .chunks
-                .read(c.chunk_ref)
-                .map_err(|e| BlockError::SeriesChunk {
-                    block: self.id(),
-                    series: entry.labels.to_string(),
-                    source: Box::new(e),
-                })?;
-            chunks.push(ChunkMeta {
+        let wanted: Vec<&ChunkEntry> = entry
+            .chunks
+            .iter()
+            .filter(|c| c.max_time >= mint && c.min_time <= maxt)
+            .filter(|c| {
+                !deleted
+                    .iter()
+                    .any(|&(a, b)| a <= c.min_time && c.max_time <= b)
+            })
+            .collect();
+        let refs: Vec<u64> = wanted.iter().map(|c| c.chunk_ref).collect();
+        let data = self
+            .chunks
+            .read_many(&refs)
+            .map_err(|e| BlockError::SeriesChunk {
+                block: self.id(),
+                series: entry.labels.to_string(),
+                source: Box::new(e),
+            })?;
+        let chunks: Vec<ChunkMeta> = wanted
+            .iter()
+            .zip(data)
+            .map(|(c, chunk)| ChunkMeta {
                 min_time: c.min_time,
                 max_time: c.max_time,
                 chunk,
-            });
-        }
+            })
+            .collect();
         if chunks.is_empty() {
             return Ok(None);
         }
