@@ -245,6 +245,14 @@ struct BinMods {
     fill_pos: Option<PosRange>,
 }
 
+/// The role of an identifier in operand position.
+enum IdentUse {
+    Aggregate(AggregateOp),
+    Call,
+    Selector,
+    Invalid,
+}
+
 /// A duration expression while it is parsed: the tree, its source range, and
 /// whether it used anything beyond a (signed) literal.
 struct DurP {
@@ -461,7 +469,16 @@ impl<'a> Parser<'a> {
     }
 
     fn expr_inner(&mut self, min: u8) -> R<P> {
-        let (mut lhs, mut h) = self.unary_inner()?;
+        let first = self.unary_inner()?;
+        match self.peek_binop() {
+            Some(op) if prec(op) >= min => self.binary_loop(first, min),
+            _ => Ok(first),
+        }
+    }
+
+    #[inline(never)]
+    fn binary_loop(&mut self, first: P, min: u8) -> R<P> {
+        let (mut lhs, mut h) = first;
         while let Some(op) = self.peek_binop() {
             let p = prec(op);
             if p < min {
@@ -482,16 +499,25 @@ impl<'a> Parser<'a> {
     }
 
     fn unary_inner(&mut self) -> R<P> {
-        let op = match self.kind() {
-            TokKind::Add => UnaryOp::Pos,
-            TokKind::Sub => UnaryOp::Neg,
-            _ => return self.postfix(),
-        };
-        let op_tok = self.advance();
+        match self.kind() {
+            TokKind::Add => self.unary_op(UnaryOp::Pos),
+            TokKind::Sub => self.unary_op(UnaryOp::Neg),
+            _ => self.postfix(),
+        }
+    }
+
+    #[inline(never)]
+    fn unary_op(&mut self, op: UnaryOp) -> R<P> {
+        let start = self.advance().start as u32;
         // `unary_op expr %prec MUL`: the operand extends over `^` only.
-        let (e, h) = self.expr(PREC_POW)?;
+        let operand = self.expr(PREC_POW)?;
+        self.finish_unary(op, start, operand)
+    }
+
+    #[inline(never)]
+    fn finish_unary(&self, op: UnaryOp, start: u32, (e, h): P) -> R<P> {
         let pos = PosRange {
-            start: op_tok.pos().start,
+            start,
             end: e.pos().end,
         };
         match e {
@@ -499,7 +525,7 @@ impl<'a> Parser<'a> {
                 if op == UnaryOp::Neg {
                     n.value = -n.value;
                 }
-                n.pos.start = op_tok.pos().start;
+                n.pos.start = start;
                 Ok((Expr::Number(n), h))
             }
             e => {
@@ -528,7 +554,23 @@ impl<'a> Parser<'a> {
 
     /// A primary expression followed by any postfix modifiers.
     fn postfix(&mut self) -> R<P> {
-        let (mut e, mut h) = self.primary()?;
+        let p = self.primary()?;
+        let modifier_follows = match self.kind() {
+            TokKind::LBracket | TokKind::At => true,
+            TokKind::Ident => {
+                self.is_word("offset") || self.is_word("anchored") || self.is_word("smoothed")
+            }
+            _ => false,
+        };
+        if modifier_follows {
+            self.postfix_modifiers(p)
+        } else {
+            Ok(p)
+        }
+    }
+
+    #[inline(never)]
+    fn postfix_modifiers(&mut self, (mut e, mut h): P) -> R<P> {
         loop {
             match self.kind() {
                 TokKind::LBracket => {
@@ -556,11 +598,16 @@ impl<'a> Parser<'a> {
         match self.kind() {
             TokKind::Number | TokKind::Duration | TokKind::Str => self.literal(),
             TokKind::LParen => self.paren(),
-            TokKind::LBrace => Ok((self.vector_selector(None, false)?, 1)),
+            TokKind::LBrace => self.bare_selector(),
             TokKind::Ident => self.ident_primary(),
             TokKind::RParen => self.unexpected_rparen(),
             _ => self.unexpected("", ""),
         }
+    }
+
+    #[inline(never)]
+    fn bare_selector(&mut self) -> R<P> {
+        Ok((self.vector_selector(None, false)?, 1))
     }
 
     #[inline(never)]
@@ -619,10 +666,19 @@ impl<'a> Parser<'a> {
         ))
     }
 
-    #[inline(never)]
     fn ident_primary(&mut self) -> R<P> {
-        let t = self.tok().clone();
-        let word = self.text(&t);
+        match self.classify_ident() {
+            IdentUse::Aggregate(op) => self.aggregate(op),
+            IdentUse::Call => self.call(),
+            IdentUse::Selector => self.named_selector(),
+            IdentUse::Invalid => self.unexpected("", ""),
+        }
+    }
+
+    /// What an identifier in operand position is, from what follows it.
+    #[inline(never)]
+    fn classify_ident(&self) -> IdentUse {
+        let word = self.cur_text();
         let next = self.peek_kind(1);
         if let Some(op) = aggregate_op(word) {
             let modifier_follows = self.toks.get(self.i + 1).is_some_and(|n| {
@@ -632,19 +688,24 @@ impl<'a> Parser<'a> {
                 }
             });
             if next == TokKind::LParen || modifier_follows {
-                return self.aggregate(op);
+                return IdentUse::Aggregate(op);
             }
         }
         if next == TokKind::LParen {
-            return self.call();
+            return IdentUse::Call;
         }
         let lower = word.to_ascii_lowercase();
         if NON_METRIC_KEYWORDS.contains(&lower.as_str())
             || matches!(lower.as_str(), "and" | "or" | "unless" | "atan2")
         {
-            return self.unexpected("", "");
+            return IdentUse::Invalid;
         }
-        self.advance();
+        IdentUse::Selector
+    }
+
+    #[inline(never)]
+    fn named_selector(&mut self) -> R<P> {
+        let t = self.advance();
         Ok((self.vector_selector(Some(&t), false)?, 1))
     }
 
@@ -1083,7 +1144,17 @@ impl<'a> Parser<'a> {
     }
 
     fn dur_expr_inner(&mut self, min: u8) -> R<DurP> {
-        let mut lhs = self.dur_unary_inner()?;
+        let first = self.dur_unary_inner()?;
+        if self.peek_dur_op().is_some() {
+            self.dur_binary_loop(first, min)
+        } else {
+            Ok(first)
+        }
+    }
+
+    #[inline(never)]
+    fn dur_binary_loop(&mut self, first: DurP, min: u8) -> R<DurP> {
+        let mut lhs = first;
         while let Some(op) = self.peek_dur_op() {
             let p = match op {
                 DurationOp::Add | DurationOp::Sub => PREC_ADD,
@@ -1126,11 +1197,39 @@ impl<'a> Parser<'a> {
     }
 
     fn dur_unary_inner(&mut self) -> R<DurP> {
-        let neg = match self.kind() {
-            TokKind::Sub => true,
-            TokKind::Add => false,
-            _ => return self.dur_atom(),
+        match self.kind() {
+            TokKind::Sub => self.dur_unary_op(true),
+            TokKind::Add => self.dur_unary_op(false),
+            TokKind::LParen => self.dur_paren(),
+            _ => self.dur_atom(),
+        }
+    }
+
+    #[inline(never)]
+    fn dur_paren(&mut self) -> R<DurP> {
+        let open = self.advance().pos();
+        let inner = self.dur_expr(0)?;
+        self.finish_dur_paren(open, inner)
+    }
+
+    #[inline(never)]
+    fn finish_dur_paren(&mut self, open: PosRange, inner: DurP) -> R<DurP> {
+        let close = self.expect(TokKind::RParen, "duration expression", "\")\"")?;
+        let pos = PosRange {
+            start: open.start,
+            end: close.end as u32,
         };
+        self.gate_duration(pos)?;
+        let height = self.check_height(inner.height + 1, pos)?;
+        Ok(DurP {
+            e: DurationExpr::Paren(Box::new(inner.e)),
+            pos,
+            height,
+        })
+    }
+
+    #[inline(never)]
+    fn dur_unary_op(&mut self, neg: bool) -> R<DurP> {
         let op = self.advance();
         let mut d = self.dur_expr(PREC_POW)?;
         d.pos.start = op.start as u32;
@@ -1163,19 +1262,7 @@ impl<'a> Parser<'a> {
                     height: 1,
                 })
             }
-            TokKind::LParen => {
-                self.advance();
-                let inner = self.dur_expr(0)?;
-                let close = self.expect(TokKind::RParen, "duration expression", "\")\"")?;
-                let pos = PosRange::new(t.start, close.end);
-                self.gate_duration(pos)?;
-                let height = self.check_height(inner.height + 1, pos)?;
-                Ok(DurP {
-                    e: DurationExpr::Paren(Box::new(inner.e)),
-                    pos,
-                    height,
-                })
-            }
+            TokKind::LParen => self.dur_paren(),
             TokKind::Ident if self.is_word("step") || self.is_word("range") => {
                 let is_step = self.is_word("step");
                 self.advance();
@@ -1453,48 +1540,68 @@ impl<'a> Parser<'a> {
         ctx: &str,
         selector_arg: Option<usize>,
     ) -> R<(Vec<Expr>, usize, PosRange)> {
-        let open = self.expect(TokKind::LParen, ctx, "\"(\"")?;
+        let open = self.expect(TokKind::LParen, ctx, "\"(\"")?.pos();
         let mut args = Vec::new();
         let mut h = 0;
         if self.kind() != TokKind::RParen {
             loop {
-                let label_selector =
-                    selector_arg == Some(args.len()) && self.kind() == TokKind::LBrace && {
-                        // Only a bare `{...}` argument, not `{...} + x`.
-                        let mut j = self.i;
-                        while j < self.toks.len() && self.toks[j].kind != TokKind::RBrace {
-                            j += 1;
-                        }
-                        matches!(
-                            self.toks.get(j + 1).map(|t| t.kind),
-                            Some(TokKind::Comma | TokKind::RParen)
-                        )
-                    };
-                let (a, ah) = if label_selector {
-                    (self.vector_selector(None, true)?, 1)
+                let arg = if selector_arg == Some(args.len()) && self.is_bare_selector() {
+                    self.bare_label_selector()?
                 } else {
                     self.expr(0)?
                 };
-                h = h.max(ah);
-                args.push(a);
-                match self.kind() {
-                    TokKind::Comma => {
-                        let comma = self.advance();
-                        if self.kind() == TokKind::RParen {
-                            return err(
-                                comma.pos(),
-                                "trailing commas not allowed in function call args",
-                            );
-                        }
-                    }
-                    TokKind::RParen => break,
-                    TokKind::Eof => return err(open.pos(), "unclosed left parenthesis"),
-                    _ => return self.unexpected(ctx, "\",\" or \")\""),
+                h = h.max(arg.1);
+                args.push(arg.0);
+                if !self.after_arg(ctx, open)? {
+                    break;
                 }
             }
         }
-        let close = self.advance();
-        Ok((args, h, close.pos()))
+        let close = self.advance().pos();
+        Ok((args, h, close))
+    }
+
+    /// Whether a bare `{...}` argument follows (not `{...} + x`).
+    #[inline(never)]
+    fn is_bare_selector(&self) -> bool {
+        if self.kind() != TokKind::LBrace {
+            return false;
+        }
+        let mut j = self.i;
+        while j < self.toks.len() && self.toks[j].kind != TokKind::RBrace {
+            j += 1;
+        }
+        matches!(
+            self.toks.get(j + 1).map(|t| t.kind),
+            Some(TokKind::Comma | TokKind::RParen)
+        )
+    }
+
+    /// `info`'s label selector argument, which may match every series.
+    #[inline(never)]
+    fn bare_label_selector(&mut self) -> R<P> {
+        Ok((self.vector_selector(None, true)?, 1))
+    }
+
+    /// After an argument: true if another follows (a comma was consumed),
+    /// false at the closing parenthesis (not consumed).
+    #[inline(never)]
+    fn after_arg(&mut self, ctx: &str, open: PosRange) -> R<bool> {
+        match self.kind() {
+            TokKind::Comma => {
+                let comma = self.advance();
+                if self.kind() == TokKind::RParen {
+                    return err(
+                        comma.pos(),
+                        "trailing commas not allowed in function call args",
+                    );
+                }
+                Ok(true)
+            }
+            TokKind::RParen => Ok(false),
+            TokKind::Eof => err(open, "unclosed left parenthesis"),
+            _ => self.unexpected(ctx, "\",\" or \")\""),
+        }
     }
 
     fn call(&mut self) -> R<P> {

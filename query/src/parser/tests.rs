@@ -604,14 +604,24 @@ fn limits_fail_cleanly_instead_of_overflowing() {
         })
         .unwrap();
     h.join().unwrap();
-    // At the default limit everything works, printing and dropping included.
+    // At the default limit everything works within the 2 MiB stack that
+    // spawned threads and tokio workers get, even in a debug build; printing
+    // and dropping included.
     let h = std::thread::Builder::new()
-        .stack_size(8 << 20)
+        .stack_size(2 << 20)
         .spawn(|| {
             let opts = ParseOptions::all();
             let d = opts.max_depth - 1;
             let ok = format!("{}x{}", "(".repeat(d), ")".repeat(d));
             assert_eq!(parse_with(&ok, &opts).unwrap().to_string(), ok);
+            let calls = format!("{}x{}", "abs(".repeat(d - 1), ")".repeat(d - 1));
+            assert_eq!(parse_with(&calls, &opts).unwrap().to_string(), calls);
+            let aggs = format!("{}x{}", "sum(".repeat(d - 1), ")".repeat(d - 1));
+            assert_eq!(parse_with(&aggs, &opts).unwrap().to_string(), aggs);
+            let minus = format!("{}x", "-".repeat(d - 1));
+            assert!(parse_with(&minus, &opts).is_ok());
+            let dur = format!("x[{}1m{}]", "(".repeat(d - 1), ")".repeat(d - 1));
+            assert!(parse_with(&dur, &opts).is_ok());
             let long = format!("x{}", " + x".repeat(opts.max_depth - 1));
             assert_eq!(parse_with(&long, &opts).unwrap().to_string(), long);
             let too_long = format!("x{}", " + x".repeat(opts.max_depth));
