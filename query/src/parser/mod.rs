@@ -12,7 +12,13 @@ mod lexer;
 mod parser;
 pub mod printer;
 
-pub use parser::{parse, parse_with, ParseError, ParseOptions};
+pub use parser::{parse, parse_metric_selector, parse_with, ParseError, ParseOptions};
+
+/// Parses a Prometheus duration (`1h30m`, `500ms`, `2w`; units in order
+/// y w d h m s ms, each at most once) into milliseconds.
+pub fn parse_duration(s: &str) -> Result<i64, String> {
+    lexer::parse_duration_ms(s)
+}
 
 #[cfg(test)]
 mod tests;

@@ -134,6 +134,48 @@ pub fn parse_with(input: &str, opts: &ParseOptions) -> Result<Expr, ParseError> 
         .map_err(|e| ParseError::new(input, e.pos, e.msg))
 }
 
+/// Parses a bare series selector (`up{job="x"}`, `{__name__=~"a.*"}`) into
+/// its matchers, as the HTTP API's `match[]` parameters need (Prometheus's
+/// `ParseMetricSelector`). Offsets, ranges and operators are errors.
+pub fn parse_metric_selector(input: &str) -> Result<Vec<Matcher>, ParseError> {
+    let opts = ParseOptions::default();
+    if input.len() > opts.max_len {
+        return Err(ParseError::new(
+            input,
+            PosRange::new(0, 0),
+            format!(
+                "selector is {} bytes long, the limit is {}",
+                input.len(),
+                opts.max_len
+            ),
+        ));
+    }
+    let toks = lexer::lex(input).map_err(|e| ParseError::new(input, e.pos, e.msg))?;
+    let mut p = Parser {
+        input,
+        toks,
+        i: 0,
+        opts: &opts,
+        depth: 0,
+    };
+    let r = match p.kind() {
+        TokKind::Ident => p.named_selector(),
+        TokKind::LBrace => p.bare_selector(),
+        TokKind::Eof => err(PosRange::new(0, 0), "no expression found in input"),
+        _ => p.unexpected("", "metric name or \"{\""),
+    }
+    .and_then(|(e, _)| {
+        if p.kind() != TokKind::Eof {
+            return p.unexpected("", "");
+        }
+        match e {
+            Expr::VectorSelector(vs) => Ok(vs.matchers),
+            other => err(other.pos(), "expected a series selector"),
+        }
+    });
+    r.map_err(|e| ParseError::new(input, e.pos, e.msg))
+}
+
 struct Err0 {
     pos: PosRange,
     msg: String,

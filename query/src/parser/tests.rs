@@ -529,6 +529,23 @@ fn extended_range_selectors() {
 }
 
 #[test]
+fn metric_selectors_for_the_api() {
+    use super::parse_metric_selector;
+    let m = parse_metric_selector(r#"up{job="a", x=~"b.*"}"#).unwrap();
+    assert_eq!(m.len(), 3);
+    assert!(m.iter().any(|m| m.name == "__name__" && m.value == "up"));
+    assert_eq!(parse_metric_selector(r#"{"a.b"}"#).unwrap()[0].value, "a.b");
+    assert!(parse_metric_selector("up offset 5m").is_err());
+    assert!(parse_metric_selector("up[5m]").is_err());
+    assert!(parse_metric_selector("sum(up)").is_err());
+    assert!(parse_metric_selector("1").is_err());
+    assert!(parse_metric_selector("{}").is_err());
+    assert!(parse_metric_selector("").is_err());
+    assert_eq!(super::parse_duration("1h30m"), Ok(5_400_000));
+    assert!(super::parse_duration("1.5h").is_err());
+}
+
+#[test]
 fn syntax_errors_have_positions() {
     assert_eq!(
         err_all(""),
