@@ -5,7 +5,7 @@
 
 use crate::engine::eval::{Evaluator, RSeries, RangeData, Val};
 use crate::engine::QueryError;
-use crate::parser::ast::{Call, Expr};
+use crate::parser::ast::Call;
 
 use super::{map_windows, range_arg, scalar_arg};
 use crate::engine::aggregate::kahan_inc;
@@ -321,16 +321,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
                 ));
             };
             let dur = scalar_arg(ev, arg1, name)?;
-            // With `@` the call is step-invariant: Prometheus evaluates it
-            // once, at the start of the range, and repeats that value.
-            let pinned = match crate::engine::eval::unparen(arg0) {
-                Expr::MatrixSelector(ms) => ms.vs.at.is_some(),
-                Expr::Subquery(sq) => sq.at.is_some(),
-                _ => false,
-            } && matches!(crate::engine::eval::unparen(arg1), Expr::Number(_));
-            let steps: Vec<i64> = (0..ev.nsteps())
-                .map(|i| if pinned { ev.ts(0) } else { ev.ts(i) })
-                .collect();
+            let steps: Vec<i64> = (0..ev.nsteps()).map(|i| ev.ts(i)).collect();
             map_windows(ev, &rd, false, |w, step, _| {
                 if w.len() < 2 {
                     return None;
