@@ -397,3 +397,79 @@ fn streaming_writer_rejects_unsorted_input_and_cleans_up() {
         "partial block left behind"
     );
 }
+
+/// The life of a data directory: 2h blocks cut from a head, compacted into
+/// larger ones, old ones dropped by retention; queries over the remaining
+/// blocks always return exactly the samples still retained.
+#[test]
+fn head_blocks_compaction_and_retention_end_to_end() {
+    use crate::head::{Head, HeadOptions};
+    use crate::querier::MergeQuerier;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadOptions::default());
+    let labels: Vec<crate::labels::Labels> = (0..10)
+        .map(|i| {
+            crate::labels::Labels::from_pairs([("__name__", "up"), ("i", format!("{i}").as_str())])
+        })
+        .collect();
+    let steps = 12 * 3600 / 30; // 12h at 30s.
+    for k in 0..steps {
+        for (i, l) in labels.iter().enumerate() {
+            head.append(l, k * 30_000, (i as i64 * 1_000_000 + k) as f64)
+                .unwrap();
+        }
+    }
+    let c = Compactor::new(dir.path(), CompactorOptions::default());
+    for b in 0..6 {
+        let (lo, hi) = (b * 2 * H, (b + 1) * 2 * H);
+        BlockWriter::new(dir.path(), lo, hi)
+            .write(head.series_for_range(lo, hi - 1))
+            .unwrap();
+        c.run().unwrap();
+    }
+    let metas = list_blocks(dir.path()).unwrap();
+    let ranges: Vec<(i64, i64, u32)> = metas
+        .iter()
+        .map(|m| (m.min_time / H, m.max_time / H, m.compaction.level))
+        .collect();
+    // [0,6h) compacted once its range filled and a newer block existed;
+    // [6h,12h) still has its newest block uncompacted.
+    assert_eq!(ranges, vec![(0, 6, 2), (6, 8, 1), (8, 10, 1), (10, 12, 1)]);
+
+    let read_all = || {
+        let mut q = MergeQuerier::default();
+        for m in list_blocks(dir.path()).unwrap() {
+            q.push(Arc::new(
+                Block::open(&dir.path().join(m.ulid.to_string())).unwrap(),
+            ));
+        }
+        let mut n = 0;
+        let mut first = i64::MAX;
+        for s in q.select(i64::MIN, i64::MAX, &[], None).unwrap() {
+            let i: i64 = s.labels.get("i").unwrap().parse().unwrap();
+            for (t, v) in collect_samples(&mut s.iter()).unwrap() {
+                assert_eq!(v, (i * 1_000_000 + t / 30_000) as f64);
+                first = first.min(t);
+                n += 1;
+            }
+        }
+        (n, first)
+    };
+    assert_eq!(read_all(), (10 * steps, 0));
+
+    // Keep 5h before the newest data: the 6h block ends 6h before it.
+    let deleted = apply_retention(
+        dir.path(),
+        &RetentionPolicy {
+            max_age_ms: Some(5 * H),
+            max_bytes: None,
+        },
+        None,
+        0,
+    )
+    .unwrap();
+    assert_eq!(deleted, vec![metas[0].ulid]);
+    assert_eq!(read_all(), (10 * (steps - 6 * 120), 6 * H));
+}
