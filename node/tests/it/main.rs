@@ -1,0 +1,11 @@
+//! Integration tests of the `pharos` server: real sockets on 127.0.0.1 port
+//! 0, in-process nodes, the built binary, and (when installed) a real
+//! Prometheus 2.42 as remote-write client and remote-read client.
+
+mod api;
+mod cli;
+mod common;
+mod grafana;
+mod prometheus;
+mod remote_write;
+mod security;

@@ -1,0 +1,273 @@
+//! Against a real Prometheus 2.42 (`/usr/bin/prometheus`, Debian package
+//! `prometheus`): one Prometheus scrapes itself and Pharos and remote-writes
+//! into Pharos, and the raw samples both hold up to a cut-off time must be
+//! identical (compared through both HTTP APIs, as JSON values); a second
+//! Prometheus with Pharos as `remote_read` must answer the same again.
+//!
+//! Skipped with a note when the binary is absent, unless
+//! `PHAROS_REQUIRE_PEERS=1`, in which case the absence fails the test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+fn prometheus_available() -> bool {
+    if Path::new(PROMETHEUS).exists() {
+        return true;
+    }
+    if std::env::var("PHAROS_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{PROMETHEUS} is missing and PHAROS_REQUIRE_PEERS=1");
+    }
+    eprintln!("SKIP: {PROMETHEUS} not installed (apt-get install prometheus); set PHAROS_REQUIRE_PEERS=1 to fail instead");
+    false
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A Prometheus child process, killed on drop.
+struct Prom {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Prom {
+    fn start(dir: &Path, name: &str, config: &str) -> Prom {
+        let addr = free_addr();
+        let cfg = dir.join(format!("{name}.yml"));
+        std::fs::write(&cfg, config.replace("SELF", &addr.to_string())).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join(format!("{name}-data")).display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--storage.remote.flush-deadline=5s")
+            .arg("--log.level=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Prom { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && get(self.addr, "/-/ready").await.status == 200
+            {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("prometheus exited with {st}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Prom {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// All raw samples at or before `t` (seconds) as `{labels → [[t, "v"], …]}`.
+async fn raw_samples(addr: SocketAddr, t: i64) -> serde_json::Map<String, Value> {
+    let q = qs(&[
+        ("query", "{__name__=~\".+\"}[10m]"),
+        ("time", &t.to_string()),
+    ]);
+    let r = get(addr, &format!("/api/v1/query?{q}")).await;
+    assert_eq!(r.status, 200, "{addr}: {}", r.text());
+    let v = r.json();
+    let mut out = serde_json::Map::new();
+    for s in v["data"]["result"].as_array().unwrap() {
+        out.insert(s["metric"].to_string(), s["values"].clone());
+    }
+    out
+}
+
+fn diff(a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut d = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => d.push(format!("missing series {k}")),
+            Some(w) if w != v => d.push(format!("samples differ for {k}: {v} vs {w}")),
+            _ => {}
+        }
+    }
+    for k in b.keys() {
+        if !a.contains_key(k) {
+            d.push(format!("extra series {k}"));
+        }
+    }
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_remote_write_and_remote_read() {
+    if !prometheus_available() {
+        return;
+    }
+    let n = node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pharos = n.addr;
+    let writer_cfg = format!(
+        r#"
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: prometheus
+    static_configs:
+      - targets: ["SELF"]
+  - job_name: pharos
+    static_configs:
+      - targets: ["{pharos}"]
+remote_write:
+  - url: http://{pharos}/api/v1/write
+    queue_config:
+      batch_send_deadline: 500ms
+      min_backoff: 100ms
+      max_backoff: 1s
+    metadata_config:
+      send: true
+      send_interval: 1s
+"#
+    );
+    let mut writer = Prom::start(dir.path(), "writer", &writer_cfg);
+    writer.wait_ready().await;
+    // Prometheus starts scraping a few seconds after it is ready (target
+    // updates are batched): wait for five scrapes of both targets.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let q = qs(&[("query", "min(count_over_time(up[1m])) >= 5")]);
+        let v = get(writer.addr, &format!("/api/v1/query?{q}")).await.json();
+        if v["data"]["result"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not scrape:\n{}",
+            writer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cut = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 2;
+    let want = raw_samples(writer.addr, cut).await;
+    assert!(
+        want.len() > 100,
+        "prometheus holds only {} series at {cut}:\n{}",
+        want.len(),
+        writer.log()
+    );
+    assert!(
+        want.keys().any(|k| k.contains("\"job\":\"pharos\"")),
+        "pharos was not scraped"
+    );
+    // Pharos catches up within a few seconds (remote write batches).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let got = raw_samples(pharos, cut).await;
+        if diff(&want, &got).is_empty() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let d = diff(&want, &got);
+    assert!(
+        d.is_empty(),
+        "{} differences, first: {:?}\nprometheus log:\n{}",
+        d.len(),
+        &d[..d.len().min(5)],
+        writer.log()
+    );
+    let samples: usize = want
+        .values()
+        .map(|v| v.as_array().map_or(0, |a| a.len()))
+        .sum();
+    eprintln!(
+        "pharos holds the same {} series / {samples} samples as prometheus",
+        want.len()
+    );
+
+    // Metadata arrived too.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = get(pharos, "/api/v1/metadata?metric=prometheus_build_info")
+            .await
+            .json();
+        if v["data"]["prometheus_build_info"][0]["type"] == "gauge" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no metadata: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The series endpoint agrees as well.
+    let q = qs(&[
+        ("match[]", "{job=\"prometheus\"}"),
+        ("start", &(cut - 60).to_string()),
+        ("end", &cut.to_string()),
+    ]);
+    let a = get(writer.addr, &format!("/api/v1/series?{q}"))
+        .await
+        .json();
+    let b = get(pharos, &format!("/api/v1/series?{q}")).await.json();
+    assert_eq!(a["data"], b["data"]);
+
+    // A second Prometheus reads from Pharos and must see the same samples.
+    let reader_cfg = format!(
+        r#"
+global:
+  scrape_interval: 1m
+remote_read:
+  - url: http://{pharos}/api/v1/read
+    read_recent: true
+"#
+    );
+    let mut reader = Prom::start(dir.path(), "reader", &reader_cfg);
+    reader.wait_ready().await;
+    let via_read = raw_samples(reader.addr, cut).await;
+    let d = diff(&want, &via_read);
+    assert!(
+        d.is_empty(),
+        "remote read: {} differences, first: {:?}\n{}",
+        d.len(),
+        &d[..d.len().min(5)],
+        reader.log()
+    );
+    drop(reader);
+    drop(writer);
+    n.stop().await;
+}
