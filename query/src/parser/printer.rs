@@ -129,6 +129,19 @@ fn write_go_quoted_bytes(f: &mut fmt::Formatter<'_>, b: &[u8]) -> fmt::Result {
     f.write_char('"')
 }
 
+/// Go's `strconv.Quote` of a byte string: what Prometheus prints for a string
+/// literal, e.g. in `invalid label name "a\xc5z"` (use with
+/// [`StringLiteral::bytes`]).
+pub fn go_quote_bytes(b: &[u8]) -> String {
+    struct Q<'a>(&'a [u8]);
+    impl fmt::Display for Q<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_go_quoted_bytes(f, self.0)
+        }
+    }
+    Q(b).to_string()
+}
+
 fn write_at(f: &mut fmt::Formatter<'_>, at: &Option<AtModifier>) -> fmt::Result {
     match at {
         None => Ok(()),
@@ -570,6 +583,12 @@ mod tests {
             let again = parse(&pretty(&parse(q).unwrap())).unwrap();
             assert_eq!(again.to_string(), parse(q).unwrap().to_string());
         }
+    }
+
+    #[test]
+    fn byte_strings_quote_like_go() {
+        assert_eq!(go_quote_bytes(b"a\xc5z"), r#""a\xc5z""#);
+        assert_eq!(go_quote_bytes("é\n\"".as_bytes()), r#""é\n\"""#);
     }
 
     #[test]
