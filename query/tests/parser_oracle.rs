@@ -412,6 +412,70 @@ fn both_parsers_agree_on_the_corpus() {
     assert!(compared > 1500, "only {compared} expressions compared");
 }
 
+/// Invalid queries: both parsers must reject every one (agreement on what is
+/// not PromQL, complementing the corpus, which holds only valid queries).
+#[test]
+fn both_parsers_reject_invalid_queries() {
+    let invalid = [
+        "",
+        "foo{",
+        "foo[5m",
+        "sum(",
+        "rate(foo)",
+        "1 +",
+        "foo bar",
+        "{}",
+        r#"{a=""}"#,
+        r#"foo{a="b"}{c="d"}"#,
+        "foo[5m] offset",
+        "sum by (a) foo",
+        "(1",
+        "1)",
+        "foo @",
+        "foo offset 5m offset 1m",
+        "abs(1, 2)",
+        "abs(1)",
+        "foo and 1",
+        "1 and 1",
+        "foo + bool bar",
+        "1 > 1",
+        "count_values(1, foo)",
+        "topk(foo, bar)",
+        r#"quantile("a", foo)"#,
+        "foo[5m][5m]",
+        "(foo)[5m]",
+        "foo offset 1m [5m]",
+        "label_replace(foo)",
+        r#"x{a=~"("}"#,
+        r#"-"a""#,
+        r#""a" + 1"#,
+        "foo @ start",
+        "sum without (a) by (b) (x)",
+        r#"foo{__name__="bar"}"#,
+        "unknown_fn(x)",
+        "1 offset 5m",
+        "time(1)",
+        "x{a!}",
+        "foo[5m:1m:1m]",
+        "rate(x[5m],)",
+        "sum(x, y)",
+        "x + on(a) group_left(a) y",
+        "1.5m",
+        "foo offset 1.5m",
+    ];
+    let mut problems = Vec::new();
+    for q in invalid {
+        let ours_ok = parse_with(q, &ParseOptions::all()).is_ok();
+        let theirs_ok = oracle::parse(q).is_ok();
+        if ours_ok || theirs_ok {
+            problems.push(format!(
+                "{q:?}: ours accepts={ours_ok}, oracle accepts={theirs_ok}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// The comparison itself must be able to fail: trees that differ in each
 /// normalized dimension produce different forms.
 #[test]
