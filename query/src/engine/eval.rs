@@ -439,15 +439,44 @@ impl<'a> Evaluator<'a> {
     ) -> Result<(), QueryError> {
         self.check_timeout()?;
         buf.clear();
-        let mut it = s.iter_range(mint, maxt);
-        while it.next() == SampleType::Float {
-            buf.push(it.at());
-        }
-        if let Some(e) = it.err() {
-            return Err(QueryError::Storage(format!(
-                "reading series {}: {e}",
-                s.labels
-            )));
+        let simple =
+            s.deleted.is_empty() && s.chunks.windows(2).all(|w| w[0].max_time < w[1].min_time);
+        if simple {
+            // Ordered, disjoint chunks and no tombstones (the common case):
+            // decode chunk by chunk without the general merging iterator.
+            for c in s.chunks.iter().filter(|c| c.overlaps(mint, maxt)) {
+                let mut it = c.chunk.iter();
+                let mut vt = if c.min_time < mint {
+                    it.seek(mint)
+                } else {
+                    it.next()
+                };
+                while vt == SampleType::Float {
+                    let (t, v) = it.at();
+                    if t > maxt {
+                        break;
+                    }
+                    buf.push((t, v));
+                    vt = it.next();
+                }
+                if let Some(e) = it.err() {
+                    return Err(QueryError::Storage(format!(
+                        "reading series {}: {e}",
+                        s.labels
+                    )));
+                }
+            }
+        } else {
+            let mut it = s.iter_range(mint, maxt);
+            while it.next() == SampleType::Float {
+                buf.push(it.at());
+            }
+            if let Some(e) = it.err() {
+                return Err(QueryError::Storage(format!(
+                    "reading series {}: {e}",
+                    s.labels
+                )));
+            }
         }
         self.decoded.set(self.decoded.get() + buf.len());
         if self.live.saturating_add(buf.len()) > self.opts.max_samples {
