@@ -350,7 +350,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
                 Some(x)
             });
             if let Some(qv) = bad_q {
-                quantile_warn(ev, qv, c.args[0].pos());
+                quantile_warn(ev, qv, c.args.first().map_or(c.pos, |a| a.pos()));
             }
             for gi in forced_names {
                 let n = g.names[gi].clone();

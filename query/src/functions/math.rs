@@ -106,7 +106,10 @@ fn map_points(
 pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, QueryError> {
     let name = c.func.as_str();
     if let Some(f) = simple(name) {
-        let v = vector_arg(ev, &c.args[0], name)?;
+        let arg = c.args.first().ok_or_else(|| {
+            QueryError::bad(format!("wrong number of arguments for function \"{name}\""))
+        })?;
+        let v = vector_arg(ev, arg, name)?;
         return Ok(Some(Val::Vector(map_points(ev, v, |x, _| Some(f(x))))));
     }
     let arg = |i: usize| {

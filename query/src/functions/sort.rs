@@ -91,7 +91,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
         }
         _ => {
             let mut names = Vec::new();
-            for a in &c.args[1..] {
+            for a in c.args.iter().skip(1) {
                 names.push(string_arg(ev, a, name)?);
             }
             let desc = name == "sort_by_label_desc";
