@@ -316,6 +316,8 @@ fn perf_range_rate_over_many_series() {
         "rate(http_requests_total[5m])",
         "sum by (job) (rate(http_requests_total[5m]))",
         "http_requests_total / on(instance) group_left http_requests_total",
+        "sum(http_requests_total)",
+        "topk(5, avg_over_time(http_requests_total[5m]))",
     ] {
         let e = parse_with(q, &ParseOptions::all()).expect("parses");
         let t0 = std::time::Instant::now();
