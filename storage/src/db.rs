@@ -1,10 +1,17 @@
 //! [`Db`]: one node's storage engine — the WAL and the in-memory head behind
 //! one append path and one read seam.
 //!
-//! Owns: the data directory (`<dir>/wal/` today; persisted blocks will sit
-//! beside it), WAL replay into the head on open, the order in which appends
-//! reach the WAL and the head, and WAL checkpointing. Must not: decide what a
-//! sample may be (the head's append rules do) or how the WAL is laid out.
+//! Owns: the data directory (`<dir>/wal/` and one `<dir>/<ulid>/` per
+//! persisted block, see `storage/docs/db.md`), WAL replay into the head on
+//! open, the order in which appends reach the WAL and the head, WAL
+//! checkpointing, and (in [`maintain`](self::maintain)) cutting blocks from
+//! the head, compaction, retention and deletes. Must not: decide what a
+//! sample may be (the head's append rules do), how the WAL or a block is
+//! laid out, or which blocks to merge (the compact planner does).
+//!
+//! Reads ([`Querier`] for `Db`) merge the head with every block overlapping
+//! the range; the block set is an `Arc` snapshot swapped atomically, so a
+//! compaction never invalidates a read in flight.
 //!
 //! # Durability contract
 //!
@@ -53,15 +60,21 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::block::Block;
+use crate::compact::{block_ranges, Compactor, CompactorOptions};
 use crate::error::StorageError;
 use crate::head::{Head, HeadOptions, SeriesRef};
 use crate::labels::{Labels, Matcher};
-use crate::querier::{Querier, SelectHints};
+use crate::querier::{MergeQuerier, Querier, SelectHints};
 use crate::series::Series;
 use crate::wal::{
     CheckpointStats, Corruption, FsyncPolicy, Record, RefSample, RefSeries, ReplayStats, Wal,
     WalOptions,
 };
+
+mod maintain;
+
+pub use maintain::{Background, BlockOptions, DeleteStats, MaintainReport};
 
 /// Settings of a [`Db`].
 #[derive(Debug, Clone, Default)]
@@ -87,9 +100,21 @@ pub struct OpenReport {
     pub samples_rejected: u64,
     /// Samples whose series record was lost (e.g. to corruption).
     pub samples_unknown_series: u64,
-    /// Tombstone entries read; the head cannot apply deletions yet, so they
-    /// are counted and kept in the WAL.
+    /// Tombstone entries read from the WAL and applied to the head.
+    pub tombstones_applied: u64,
+    /// Tombstone entries whose series is gone or holds nothing in range.
     pub tombstones_ignored: u64,
+    /// WAL samples older than the newest block's end: already persisted in
+    /// a block (the process stopped between writing a block and
+    /// checkpointing the WAL), so not replayed into the head.
+    pub samples_in_blocks: u64,
+    /// Blocks loaded.
+    pub blocks: usize,
+    /// Block directories that could not be opened: moved aside to
+    /// `<ulid>.corrupt` and not served (path, reason).
+    pub corrupt_blocks: Vec<(PathBuf, String)>,
+    /// Leftovers of interrupted writes, compactions and deletions removed.
+    pub leftovers_removed: usize,
 }
 
 impl OpenReport {
@@ -131,10 +156,19 @@ struct AppendState {
     next_ref: u64,
 }
 
-/// One node's storage engine: WAL + head. Share it behind an `Arc`.
+/// The blocks served, sorted by (min time, id). Replaced as a whole.
+type BlockSet = Arc<Vec<Arc<Block>>>;
+
+/// One node's storage engine: WAL + head + blocks. Share it behind an `Arc`.
 pub struct Db {
     dir: PathBuf,
     head: Arc<Head>,
+    blocks: RwLock<BlockSet>,
+    /// Serialises head persistence, compaction, retention and deletes
+    /// (the compactor's contract); never held by appends or reads.
+    maint: Mutex<()>,
+    compactor: Compactor,
+    bopts: BlockOptions,
     wal: Wal,
     append: Mutex<AppendState>,
     /// WAL ref → head ref, for Series records whose labels the head already
@@ -145,14 +179,52 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (creating if needed) the database in `dir`: replays the WAL into
-    /// a new head and starts a new WAL segment. Corrupt WAL records do not
-    /// fail the open; they are logged and listed in [`Db::open_report`].
+    /// Opens (creating if needed) the database in `dir` with default
+    /// [`BlockOptions`]; see [`Db::open_with`].
     pub fn open(dir: impl AsRef<Path>, opts: DbOptions) -> Result<Db, StorageError> {
+        Db::open_with(dir, opts, BlockOptions::default())
+    }
+
+    /// Opens (creating if needed) the database in `dir`: removes leftovers
+    /// of interrupted block writes, compactions and deletions, loads every
+    /// complete block (a block that cannot be opened is moved aside to
+    /// `<ulid>.corrupt`, reported, and not served), then replays the WAL
+    /// into a new head whose lower bound is the newest block's end (so data
+    /// already persisted is not replayed twice) and starts a new WAL
+    /// segment. Corrupt WAL records do not fail the open; they are logged
+    /// and listed in [`Db::open_report`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        opts: DbOptions,
+        bopts: BlockOptions,
+    ) -> Result<Db, StorageError> {
         let dir = dir.as_ref().to_path_buf();
         let start = Instant::now();
-        let head = Arc::new(Head::new(opts.head.clone()));
+        let mut head_opts = opts.head.clone();
+        if let Some(r) = bopts.block_range_ms.filter(|&r| r > 0) {
+            // Chunks must be cut at block boundaries, or a truncation could
+            // not drop exactly what a block holds.
+            head_opts.chunk_range_ms = r;
+        }
+        let block_range = head_opts.chunk_range_ms.max(1);
+        let head = Arc::new(Head::new(head_opts));
         let mut report = OpenReport::default();
+        std::fs::create_dir_all(&dir).map_err(|source| crate::block::BlockError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let compactor = Compactor::new(
+            &dir,
+            CompactorOptions {
+                ranges: block_ranges(block_range, bopts.retention_time_ms),
+                ..CompactorOptions::default()
+            },
+        );
+        let blocks = maintain::load_blocks(&dir, &compactor, &mut report)?;
+        let persisted_until = blocks.iter().map(|b| b.max_time()).max();
+        if let Some(t) = persisted_until {
+            head.set_min_valid_time(t);
+        }
         let mut ref_map: HashMap<u64, u64> = HashMap::new();
         let mut first_reject: Option<StorageError> = None;
         let mut first_replay_error: Option<StorageError> = None;
@@ -190,6 +262,11 @@ impl Db {
                         Err(StorageError::UnknownSeriesRef(_)) => {
                             report.samples_unknown_series += 1
                         }
+                        Err(StorageError::TooOldSample { timestamp, .. })
+                            if persisted_until.is_some_and(|p| timestamp < p) =>
+                        {
+                            report.samples_in_blocks += 1
+                        }
                         Err(e) => {
                             report.samples_rejected += 1;
                             first_reject.get_or_insert(e);
@@ -197,7 +274,15 @@ impl Db {
                     }
                 }
             }
-            Record::Tombstones(t) => report.tombstones_ignored += t.len() as u64,
+            Record::Tombstones(ts) => {
+                for t in ts {
+                    let r = ref_map.get(&t.series_ref).copied().unwrap_or(t.series_ref);
+                    match head.delete_ref(SeriesRef(r), t.mint, t.maxt) {
+                        Some(_) => report.tombstones_applied += 1,
+                        None => report.tombstones_ignored += 1,
+                    }
+                }
+            }
         })?;
         if let Some(error) = first_replay_error {
             // A Series record the head cannot take (e.g. a ref clash) means
@@ -218,20 +303,17 @@ impl Db {
                 "WAL samples reference series whose record was lost"
             );
         }
-        if report.tombstones_ignored > 0 {
-            tracing::warn!(
-                tombstones = report.tombstones_ignored,
-                "WAL tombstones are not applied to the head yet"
-            );
-        }
         for c in &replay.corruptions {
             tracing::error!(corruption = %c, "WAL corruption skipped during replay");
         }
         report.replay = replay;
         tracing::info!(
             dir = %dir.display(),
+            blocks = report.blocks,
+            corrupt_blocks = report.corrupt_blocks.len(),
             series = report.series,
             samples = report.samples_applied,
+            samples_in_blocks = report.samples_in_blocks,
             rejected = report.samples_rejected,
             corruptions = report.replay.corruptions.len(),
             elapsed_ms = start.elapsed().as_millis() as u64,
@@ -241,6 +323,13 @@ impl Db {
         Ok(Db {
             dir,
             head,
+            blocks: RwLock::new(Arc::new(blocks)),
+            maint: Mutex::new(()),
+            compactor,
+            bopts: BlockOptions {
+                block_range_ms: Some(block_range),
+                ..bopts
+            },
             wal,
             append: Mutex::new(AppendState {
                 unlogged: Vec::new(),
@@ -423,8 +512,28 @@ impl Db {
     }
 }
 
-/// Reads go to the head only for now; persisted blocks will be merged in
-/// here (through [`crate::querier::MergeQuerier`]) without changing callers.
+impl Db {
+    /// The blocks served now (a snapshot: a later compaction does not change
+    /// it, and its blocks stay readable while it is held).
+    pub fn blocks(&self) -> Arc<Vec<Arc<Block>>> {
+        self.blocks.read().clone()
+    }
+
+    /// A querier over every block overlapping `[mint, maxt]` and the head.
+    /// It holds the blocks it reads, so it stays valid across compactions.
+    pub fn querier(&self, mint: i64, maxt: i64) -> MergeQuerier {
+        let blocks = self.blocks();
+        let mut qs: Vec<Arc<dyn Querier>> = Vec::with_capacity(blocks.len() + 1);
+        for b in blocks.iter().filter(|b| b.overlaps(mint, maxt)) {
+            qs.push(b.clone());
+        }
+        qs.push(self.head.clone());
+        MergeQuerier::new(qs)
+    }
+}
+
+/// Head and blocks merged: series present in several are merged, samples
+/// with equal timestamps de-duplicated, tombstones applied.
 impl Querier for Db {
     fn select(
         &self,
@@ -433,7 +542,7 @@ impl Querier for Db {
         matchers: &[Matcher],
         hints: Option<&SelectHints>,
     ) -> Result<Vec<Series>, StorageError> {
-        self.head.select(mint, maxt, matchers, hints)
+        self.querier(mint, maxt).select(mint, maxt, matchers, hints)
     }
 
     fn label_names(
@@ -442,7 +551,7 @@ impl Querier for Db {
         maxt: i64,
         matchers: &[Matcher],
     ) -> Result<Vec<String>, StorageError> {
-        self.head.label_names(mint, maxt, matchers)
+        self.querier(mint, maxt).label_names(mint, maxt, matchers)
     }
 
     fn label_values(
@@ -452,7 +561,8 @@ impl Querier for Db {
         maxt: i64,
         matchers: &[Matcher],
     ) -> Result<Vec<String>, StorageError> {
-        self.head.label_values(name, mint, maxt, matchers)
+        self.querier(mint, maxt)
+            .label_values(name, mint, maxt, matchers)
     }
 }
 

@@ -390,6 +390,46 @@ impl Head {
         refs
     }
 
+    /// Deletes the samples in `[mint, maxt]` of every series matching
+    /// `matchers` (head tombstones: hidden from reads and from blocks cut
+    /// later, dropped from memory by truncation). Each interval is clamped to
+    /// the data the series holds now, so samples appended afterwards are
+    /// never hidden. Returns `(ref, from, to)` for every series affected, in
+    /// ref order, for the WAL's Tombstones record.
+    pub fn delete(
+        &self,
+        matchers: &[crate::labels::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(SeriesRef, i64, i64)> {
+        let refs = self.index.read().postings_for_matchers(matchers);
+        let mut out = Vec::new();
+        for r in refs {
+            if let Some(d) = self.delete_ref(SeriesRef(r), mint, maxt) {
+                out.push((SeriesRef(r), d.0, d.1));
+            }
+        }
+        out
+    }
+
+    /// Deletes the samples in `[mint, maxt]` of one series (WAL replay of a
+    /// Tombstones record). Returns the interval recorded, clamped to the
+    /// series' data, or `None` when the series does not exist or holds
+    /// nothing in the range.
+    pub fn delete_ref(&self, sref: SeriesRef, mint: i64, maxt: i64) -> Option<(i64, i64)> {
+        let s = self.series_by_ref(sref.0)?;
+        let mut st = s.state.lock();
+        let (lo, hi) = st.time_range()?;
+        let (a, b) = (mint.max(lo), maxt.min(hi));
+        if a > b {
+            return None;
+        }
+        st.deleted.push((a, b));
+        let merged = crate::block::coalesce(std::mem::take(&mut st.deleted));
+        st.deleted = merged;
+        Some((a, b))
+    }
+
     /// Series count, chunk count and estimated memory.
     pub fn stats(&self) -> HeadStats {
         let mut st = HeadStats::default();

@@ -44,9 +44,13 @@ impl Head {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let mut chunks = Vec::new();
-            s.state.lock().snapshot(mint, maxt, &mut chunks);
-            if !chunks.is_empty() {
-                out.push(Series::new(s.labels.clone(), chunks));
+            let deleted = {
+                let st = s.state.lock();
+                st.snapshot(mint, maxt, &mut chunks);
+                st.deleted.clone()
+            };
+            if let Some(s) = with_deletes(s, chunks, deleted) {
+                out.push(s);
             }
         }
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -57,8 +61,16 @@ impl Head {
     pub fn series(&self, sref: SeriesRef, mint: i64, maxt: i64) -> Option<Series> {
         let s = self.series_by_ref(sref.0)?;
         let mut chunks = Vec::new();
-        s.state.lock().snapshot(mint, maxt, &mut chunks);
-        Some(Series::new(s.labels.clone(), chunks))
+        let deleted = {
+            let st = s.state.lock();
+            st.snapshot(mint, maxt, &mut chunks);
+            st.deleted.clone()
+        };
+        Some(Series {
+            labels: s.labels.clone(),
+            chunks,
+            deleted,
+        })
     }
 
     /// Every series with samples in `[mint, maxt]` (both inclusive), sorted
@@ -89,6 +101,31 @@ impl Head {
         out.retain(|s| !s.chunks.is_empty());
         out
     }
+}
+
+/// A series read from the head with its tombstones: chunks entirely inside
+/// a deleted interval are left out (as a block read does), the rest carry the
+/// intervals for iterators to skip. `None` when no chunk is left.
+fn with_deletes(
+    s: &MemSeries,
+    mut chunks: Vec<ChunkMeta>,
+    deleted: Vec<(i64, i64)>,
+) -> Option<Series> {
+    if !deleted.is_empty() {
+        chunks.retain(|c| {
+            !deleted
+                .iter()
+                .any(|&(a, b)| a <= c.min_time && c.max_time <= b)
+        });
+    }
+    if chunks.is_empty() {
+        return None;
+    }
+    Some(Series {
+        labels: s.labels.clone(),
+        chunks,
+        deleted,
+    })
 }
 
 impl Querier for Head {

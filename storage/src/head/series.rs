@@ -55,6 +55,9 @@ pub(crate) struct SeriesState {
     last_t: Option<i64>,
     last_v: u64,
     ooo: Option<Box<OooState>>,
+    /// Deleted intervals `[a, b]` (head tombstones), each clamped to data the
+    /// series held when it was deleted, so later appends are never hidden.
+    pub(crate) deleted: Vec<(i64, i64)>,
     /// Set when the head dropped this series; appenders holding a pointer to
     /// it must look the labels up again.
     pub(crate) removed: bool,
@@ -309,6 +312,7 @@ impl SeriesState {
                 self.ooo = None;
             }
         }
+        self.deleted.retain(|&(_, b)| b >= t);
         self.time_range().is_none()
     }
 

@@ -5,6 +5,7 @@
 
 mod common;
 mod crash;
+mod db_blocks;
 mod db_faults;
 mod wal_faults;
 mod wal_perf;
