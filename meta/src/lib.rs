@@ -1,5 +1,15 @@
 //! `pharos-meta`: cluster metadata replicated with openraft: membership, the
-//! shard map, the block catalog and the rule-group store, with its admin
-//! surface. Used only by `pharos-node`; the only crate that touches openraft.
+//! shard map, the block catalog and the rule-group store.
 //!
-//! Built in issue 7; empty until then.
+//! Used only by `pharos-node`; the only crate that touches openraft. It owns
+//! no data of the time-series path: it decides who owns what, and records
+//! what exists.
+//!
+//! Layout:
+//! - [`types`]: the replicated data model and [`types::Command`];
+//! - [`state_machine`]: the deterministic `apply` (pure, no I/O);
+//! - [`planner`]: the pure rebalancing planner (one small step at a time);
+
+pub mod planner;
+pub mod state_machine;
+pub mod types;
