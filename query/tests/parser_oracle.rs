@@ -15,6 +15,12 @@
 //! - `by ()` with no labels equals no grouping clause;
 //! - durations, offsets and `@` timestamps are compared in milliseconds.
 //!
+//! Printed forms are compared too (ours through `Display`, the oracle's
+//! through its own), after undoing spelling differences: the oracle prints
+//! +∞ as `Inf` where Go and Prometheus print `+Inf` (and as `inf` in fill
+//! values), and it never merges a NaN fill value into `fill (NaN)`. Expressions with a unary `+` are not
+//! compared as text: the oracle drops the operator, Prometheus keeps it.
+//!
 //! Expressions the oracle rejects are skipped and counted; that is where it
 //! lags Prometheus 3.x (duration expressions, `anchored`/`smoothed`, the
 //! histogram trim operators `</` `>/`, newer experimental functions). Our own
@@ -324,6 +330,40 @@ fn theirs(e: &oracle::Expr) -> String {
     }
 }
 
+// ---- printed forms ----
+
+/// Our canonical text with the oracle's spelling differences undone: it
+/// prints +∞ as `Inf` (Go and Prometheus print `+Inf`), and it never merges
+/// a NaN fill into `fill (NaN)` because NaN != NaN.
+fn printed_like_oracle(e: &ast::Expr) -> String {
+    // Only numbers, not label values such as `le="+Inf"`.
+    let re = regex::Regex::new(r#"(^|[^"])\+Inf"#).unwrap_or_else(|e| panic!("{e}"));
+    re.replace_all(&e.to_string(), "${1}Inf")
+        .replace("fill (NaN)", "fill_left (NaN) fill_right (NaN)")
+}
+
+/// The oracle's text with its fill values spelled as numbers elsewhere
+/// (it writes infinite fill values as Rust does, `inf`).
+fn oracle_printed(e: &oracle::Expr) -> String {
+    e.to_string()
+        .replace("(inf)", "(Inf)")
+        .replace("(-inf)", "(-Inf)")
+}
+
+/// The oracle drops unary `+`; Prometheus keeps it, and so do we.
+fn has_unary_plus(e: &ast::Expr) -> bool {
+    use ast::Expr::*;
+    match e {
+        Unary(u) => u.op == ast::UnaryOp::Pos || has_unary_plus(&u.expr),
+        Paren(p) => has_unary_plus(&p.expr),
+        Subquery(s) => has_unary_plus(&s.expr),
+        Binary(b) => has_unary_plus(&b.lhs) || has_unary_plus(&b.rhs),
+        Aggregate(a) => has_unary_plus(&a.expr) || a.param.as_deref().is_some_and(has_unary_plus),
+        Call(c) => c.args.iter().any(has_unary_plus),
+        _ => false,
+    }
+}
+
 // ---- the corpus ----
 
 fn corpus() -> Option<Vec<(String, usize, String)>> {
@@ -379,6 +419,14 @@ fn both_parsers_agree_on_the_corpus() {
             continue;
         };
         compared += 1;
+        if !KNOWN_DIFFERENCES.iter().any(|(k, _)| k == expr) && !has_unary_plus(&ours_tree) {
+            let (p, t) = (printed_like_oracle(&ours_tree), oracle_printed(&their_tree));
+            if p != t {
+                disagreements.push(format!(
+                    "{file}:{line}: {expr}\n  we print:   {p}\n  it prints:  {t}"
+                ));
+            }
+        }
         let (a, b) = (ours(&ours_tree), theirs(&their_tree));
         if a != b {
             if KNOWN_DIFFERENCES.iter().any(|(k, _)| k == expr) {

@@ -15,7 +15,8 @@
 //! - `+Inf` as the left operand of `^` prints as `Inf` (Prometheus's `+Inf ^ x`
 //!   reads back as `+(Inf ^ x)`).
 //! - `anchored`/`smoothed` print after `@` and `offset`; fill modifiers after
-//!   the group modifiers, as `fill(v)` when both sides share a value.
+//!   the group modifiers, spaced like them (`fill (v)`, as the promql-parser
+//!   crate prints them), and as `fill` only when both sides share a value.
 
 use std::fmt::{self, Write};
 
@@ -319,7 +320,7 @@ impl fmt::Display for Expr {
 }
 
 /// The text between a binary operator and its right operand, with a leading
-/// space when non-empty: ` bool on (a) group_left (b) fill(0)`.
+/// space when non-empty: ` bool on (a) group_left (b) fill (0)`.
 fn op_modifiers(b: &BinaryExpr) -> String {
     struct M<'a>(&'a BinaryExpr);
     impl fmt::Display for M<'_> {
@@ -354,14 +355,14 @@ fn write_matching(f: &mut fmt::Formatter<'_>, vm: &VectorMatching) -> fmt::Resul
     }
     match (vm.fill_left, vm.fill_right) {
         (Some(l), Some(r)) if l.to_bits() == r.to_bits() => {
-            write!(f, " fill({})", format_number(l))
+            write!(f, " fill ({})", format_number(l))
         }
         (l, r) => {
             if let Some(l) = l {
-                write!(f, " fill_left({})", format_number(l))?;
+                write!(f, " fill_left ({})", format_number(l))?;
             }
             if let Some(r) = r {
-                write!(f, " fill_right({})", format_number(r))?;
+                write!(f, " fill_right ({})", format_number(r))?;
             }
             Ok(())
         }
@@ -531,10 +532,10 @@ mod tests {
             ("x[5m+1m]", "x[5m + 1m]"),
             ("x offset -step()*2", "x offset -step() * 2"),
             ("x[min_of(step()+1,1h)]", "x[min_of(step() + 1, 1h)]"),
-            ("a + fill(0) b", "a + fill(0) b"),
+            ("a + fill(0) b", "a + fill (0) b"),
             (
                 "a + fill_left(5) fill_right(7) b",
-                "a + fill_left(5) fill_right(7) b",
+                "a + fill_left (5) fill_right (7) b",
             ),
             (
                 "a + ignoring() group_left b",
