@@ -485,3 +485,84 @@ fn scalar_and_time_functions() {
         vec![("{job=\"a\", le=\"1\"}".into(), 60.0)]
     );
 }
+
+mod range_matches_instant {
+    //! A range query must agree, step by step, with instant queries at the
+    //! same times: this exercises the sliding windows and step cursors
+    //! against the single-step path.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    const QUERIES: &[&str] = &[
+        "m",
+        "rate(m[45s])",
+        "sum by (k) (m)",
+        "avg_over_time(m[1m])",
+        "max_over_time(m[30s] offset 20s)",
+        "changes(m[2m])",
+        "m > on(k) group_left sum by (k) (m)",
+        "sum_over_time(m[1m:15s])",
+        "topk(1, m)",
+        "m unless m{i=\"0\"}",
+        "absent_over_time(m{i=\"0\"}[20s])",
+    ];
+
+    fn samples() -> impl Strategy<Value = Vec<(i64, f64)>> {
+        proptest::collection::vec((1i64..40_000, -5i32..20, 0u8..12), 1..40).prop_map(|v| {
+            let mut t = 0i64;
+            v.into_iter()
+                .map(|(dt, x, kind)| {
+                    t += dt;
+                    let val = if kind == 0 { STALE_NAN } else { f64::from(x) };
+                    (t, val)
+                })
+                .collect()
+        })
+    }
+
+    fn same(a: f64, b: f64) -> bool {
+        (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn agrees(
+            s0 in samples(),
+            s1 in samples(),
+            s2 in samples(),
+            qi in 0..QUERIES.len(),
+            start in 0i64..200_000,
+            step in 1_000i64..60_000,
+        ) {
+            let f = Fixture::new(&[
+                (&[("__name__", "m"), ("i", "0"), ("k", "a")], s0),
+                (&[("__name__", "m"), ("i", "1"), ("k", "a")], s1),
+                (&[("__name__", "m"), ("i", "2"), ("k", "b")], s2),
+            ]);
+            let q = QUERIES[qi];
+            let e = parse_with(q, &ParseOptions::all()).expect("parses");
+            let end = start + 8 * step;
+            let Value::Matrix(m) = engine().range_query(&f, &e, start, end, step).expect("range runs").value else {
+                panic!("range query returns a matrix");
+            };
+            for k in 0..=8 {
+                let t = start + k * step;
+                let inst = match engine().instant_query(&f, &e, t).expect("instant runs").value {
+                    Value::Vector(v) => v,
+                    other => panic!("expected a vector, got {other:?}"),
+                };
+                let from_range: Vec<(&Labels, f64)> = m
+                    .iter()
+                    .filter_map(|s| s.points.iter().find(|p| p.0 == t).map(|p| (&s.labels, p.1)))
+                    .collect();
+                prop_assert_eq!(from_range.len(), inst.len(), "{} at {}", q, t);
+                for s in &inst {
+                    let hit = from_range.iter().find(|(l, _)| **l == s.labels);
+                    prop_assert!(hit.is_some_and(|h| same(h.1, s.v)), "{} at {}: {:?}", q, t, s);
+                }
+            }
+        }
+    }
+}
