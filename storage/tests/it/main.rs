@@ -6,6 +6,7 @@
 mod common;
 mod crash;
 mod db_blocks;
+mod db_crash;
 mod db_faults;
 mod wal_faults;
 mod wal_perf;
