@@ -210,7 +210,7 @@ fn bench(args: &Args) -> crate::Result<()> {
     block.report("pharos");
 
     eprintln!(
-        "[2/3] head: {} targets x {} series, {} then 120 samples each",
+        "[2/3] head: {} targets x {} series, {}, 120 and 480 samples each",
         args.targets, SERIES_PER_TARGET, args.samples
     );
     r.extend(run_child(args, &["--child", "head"])?);
@@ -367,7 +367,7 @@ fn emit_openmetrics(path: &Path, targets: usize, seed: u64) -> crate::Result<()>
     Ok(())
 }
 
-/// Fresh process: head memory per series after `samples` and after 120
+/// Fresh process: head memory per series after `samples`, 120 and 480
 /// samples per series (RSS delta and live heap delta), append throughput,
 /// then select throughput on the full head.
 fn child_head(args: &Args) -> crate::Result<()> {
@@ -435,11 +435,23 @@ fn child_head(args: &Args) -> crate::Result<()> {
         );
         Ok(())
     };
-    advance(args.samples, &mut step)?;
-    report_mem("s")?;
+    // Memory after the scrape count the other databases got ("s"), after a
+    // full chunk (120 samples) and after a whole 2 h block range (480).
+    let mut checkpoints = vec![args.samples, 120, BLOCK_STEPS];
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    for cp in checkpoints {
+        advance(cp, &mut step)?;
+        if cp == args.samples {
+            report_mem("s")?;
+        }
+        for fixed in [120, BLOCK_STEPS] {
+            if cp == fixed {
+                report_mem(&fixed.to_string())?;
+            }
+        }
+    }
     result("head_s_samples", args.samples as f64);
-    advance(120, &mut step)?;
-    report_mem("120")?;
     result(
         "append_ref_samples_per_sec",
         appended as f64 / append_time.as_secs_f64(),
@@ -603,6 +615,7 @@ fn print_table(args: &Args, block: &BlockSize, r: &BTreeMap<String, f64>) {
     for (label, what) in [
         ("s", format!("{} samples/series", args.samples)),
         ("120", "120 samples/series".to_string()),
+        ("480", "480 samples/series (2 h)".to_string()),
     ] {
         println!(
             "| head memory/series after {what}: RSS delta | {:.0} B |",
