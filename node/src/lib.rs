@@ -14,5 +14,6 @@ pub mod http;
 pub mod metrics;
 pub mod remote_read;
 pub mod remote_write;
+pub mod scrape;
 pub mod server;
 pub mod sink;

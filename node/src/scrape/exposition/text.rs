@@ -1,0 +1,250 @@
+//! Prometheus text exposition format 0.0.4.
+//!
+//! One entry per line: `# HELP name text`, `# TYPE name type`, other `#`
+//! lines are comments, blank lines are skipped, and a sample is
+//! `name[{labels}] value [timestamp_ms]` with blanks (spaces or tabs)
+//! allowed between tokens and inside the braces. Label values unescape
+//! `\\`, `\"` and `\n`; HELP text unescapes `\\` and `\n`.
+
+use std::borrow::Cow;
+
+use super::{parse_value, unescape, Cursor, Entry, MetricType, ParseError, Sample};
+
+pub struct TextParser<'a> {
+    src: &'a str,
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> TextParser<'a> {
+    pub fn new(src: &'a str) -> Self {
+        TextParser {
+            src,
+            pos: 0,
+            line: 0,
+        }
+    }
+
+    pub fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
+        while self.pos < self.src.len() {
+            let rest = &self.src[self.pos..];
+            let (line, advance) = match rest.find('\n') {
+                Some(i) => (&rest[..i], i + 1),
+                None => (rest, rest.len()),
+            };
+            self.pos += advance;
+            self.line += 1;
+            let at = self.line;
+            match parse_line(line).map_err(|msg| ParseError { line: at, msg })? {
+                Some(e) => return Ok(Some(e)),
+                None => continue,
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn parse_line(line: &str) -> Result<Option<Entry<'_>>, String> {
+    let mut c = Cursor::new(line);
+    c.skip_blank();
+    match c.peek() {
+        None => Ok(None),
+        Some(b'#') => {
+            c.pos += 1;
+            parse_comment(c)
+        }
+        Some(_) => parse_sample(c).map(|s| Some(Entry::Sample(s))),
+    }
+}
+
+fn parse_comment(mut c: Cursor<'_>) -> Result<Option<Entry<'_>>, String> {
+    if c.skip_blank() == 0 {
+        return Ok(None);
+    }
+    let keyword = c.token();
+    if keyword != "HELP" && keyword != "TYPE" {
+        return Ok(None);
+    }
+    if c.skip_blank() == 0 {
+        // "# HELP" alone is a comment for Prometheus too.
+        return Ok(None);
+    }
+    let family = c
+        .metric_name()
+        .ok_or_else(|| format!("invalid metric name in {keyword} line"))?;
+    if !c.at_end() && c.skip_blank() == 0 {
+        return Err(format!("invalid metric name in {keyword} line"));
+    }
+    if keyword == "HELP" {
+        let raw = c.rest();
+        let text = if raw.contains('\\') {
+            Cow::Owned(unescape(raw, false))
+        } else {
+            Cow::Borrowed(raw)
+        };
+        return Ok(Some(Entry::Help { family, text }));
+    }
+    let t = c.token();
+    c.skip_blank();
+    if !c.at_end() {
+        return Err(format!("unexpected text after type {t:?}"));
+    }
+    let kind = match t {
+        "counter" => MetricType::Counter,
+        "gauge" => MetricType::Gauge,
+        "histogram" => MetricType::Histogram,
+        "summary" => MetricType::Summary,
+        "untyped" => MetricType::Unknown,
+        _ => return Err(format!("invalid metric type {t:?}")),
+    };
+    Ok(Some(Entry::Type { family, kind }))
+}
+
+fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
+    let name = c
+        .metric_name()
+        .ok_or_else(|| format!("invalid metric name at {:?}", c.rest_short()))?;
+    c.skip_blank();
+    let mut labels = Vec::new();
+    if c.peek() == Some(b'{') {
+        c.labels(true, &mut labels)?;
+    }
+    c.skip_blank();
+    let v = c.token();
+    let value = parse_value(v).ok_or_else(|| {
+        if v.is_empty() {
+            format!("expected value after metric {name:?}")
+        } else {
+            format!("invalid value {v:?}")
+        }
+    })?;
+    c.skip_blank();
+    let mut timestamp_ms = None;
+    if !c.at_end() {
+        let t = c.token();
+        timestamp_ms = Some(
+            t.parse::<i64>()
+                .map_err(|_| format!("invalid timestamp {t:?}"))?,
+        );
+        c.skip_blank();
+        if !c.at_end() {
+            return Err(format!(
+                "unexpected text after timestamp: {:?}",
+                c.rest_short()
+            ));
+        }
+    }
+    Ok(Sample {
+        name,
+        labels,
+        value,
+        timestamp_ms,
+        exemplar: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_all, Format};
+    use super::*;
+
+    fn parse(s: &str) -> Result<Vec<Entry<'_>>, ParseError> {
+        parse_all(s.as_bytes(), Format::PromText)
+    }
+
+    #[test]
+    fn a_typical_exposition() {
+        let body = "# HELP go_gc_duration_seconds A summary of the GC invocation durations.\n\
+# TYPE go_gc_duration_seconds summary\n\
+go_gc_duration_seconds{quantile=\"0\"} 4.9351e-05\n\
+go_gc_duration_seconds_sum 0.00223\n\
+\n\
+# a free comment\n\
+http_requests_total{method=\"post\",code=\"200\",} 1027 1395066363000\n\
+msdos_file_access_time_seconds{path=\"C:\\\\DIR\\\\FILE.TXT\",error=\"Cannot find file:\\n\\\"FILE.TXT\\\"\"} 1.458255915e9\n\
+  spaced { a = \"1\" , b=\"2\" }\t+Inf\n\
+nan_metric NaN\n";
+        let e = parse(body).unwrap();
+        assert_eq!(e.len(), 8);
+        assert_eq!(
+            e[0],
+            Entry::Help {
+                family: "go_gc_duration_seconds",
+                text: Cow::Borrowed("A summary of the GC invocation durations.")
+            }
+        );
+        assert_eq!(
+            e[1],
+            Entry::Type {
+                family: "go_gc_duration_seconds",
+                kind: MetricType::Summary
+            }
+        );
+        let Entry::Sample(s) = &e[4] else { panic!() };
+        assert_eq!(s.name, "http_requests_total");
+        assert_eq!(s.labels.len(), 2);
+        assert_eq!(s.timestamp_ms, Some(1395066363000));
+        let Entry::Sample(s) = &e[5] else { panic!() };
+        assert_eq!(s.labels[0].1, "C:\\DIR\\FILE.TXT");
+        assert_eq!(s.labels[1].1, "Cannot find file:\n\"FILE.TXT\"");
+        assert!(matches!(s.labels[1].1, Cow::Owned(_)));
+        assert!(matches!(
+            s.labels.first().map(|l| &l.1),
+            Some(Cow::Owned(_))
+        ));
+        let Entry::Sample(s) = &e[6] else { panic!() };
+        assert_eq!(s.name, "spaced");
+        assert_eq!(
+            s.labels,
+            vec![("a", Cow::Borrowed("1")), ("b", Cow::Borrowed("2"))]
+        );
+        assert_eq!(s.value, f64::INFINITY);
+    }
+
+    #[test]
+    fn unescaped_values_borrow() {
+        let e = parse("m{a=\"plain\"} 1\n").unwrap();
+        let Entry::Sample(s) = &e[0] else { panic!() };
+        assert!(matches!(s.labels[0].1, Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn help_escapes_and_untyped() {
+        let e = parse("# HELP m a\\\\b\\nc \"q\"\n# TYPE m untyped\nm 1").unwrap();
+        assert_eq!(
+            e[0],
+            Entry::Help {
+                family: "m",
+                text: Cow::Owned("a\\b\nc \"q\"".into())
+            }
+        );
+        assert_eq!(
+            e[1],
+            Entry::Type {
+                family: "m",
+                kind: MetricType::Unknown
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases = [
+            ("m 1\nm{a=\"1\" 2\n", 2),
+            ("m\n", 1),
+            ("m abc\n", 1),
+            ("m 1 2.5\n", 1),
+            ("m 1 2 3\n", 1),
+            ("1m 1\n", 1),
+            ("m{1a=\"x\"} 1\n", 1),
+            ("m{a=\"x} 1\n", 1),
+            ("# TYPE m flower\n", 1),
+            ("x 1\n# TYPE 1m counter\n", 2),
+            ("m{a=x} 1", 1),
+        ];
+        for (body, line) in cases {
+            let err = parse(body).unwrap_err();
+            assert_eq!(err.line, line, "{body:?}: {err}");
+        }
+    }
+}
