@@ -6,6 +6,7 @@
 //! is Prometheus's `line:col: parse error: …`.
 
 pub mod ast;
+mod durations;
 pub mod functions;
 mod lexer;
 #[allow(clippy::module_inception)]

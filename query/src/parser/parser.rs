@@ -16,6 +16,9 @@
 //! - Keywords are case-insensitive and, where Prometheus allows it, also valid
 //!   metric names (`sum`, `offset`, `fill` alone are selectors).
 //!
+//! Duration expressions (ranges, steps, offsets) are parsed in
+//! `durations.rs`, as more methods of the same [`Parser`].
+//!
 //! Invariants: every node's `pos` covers its source text (selectors and
 //! subqueries are extended over their modifiers); the tree height never
 //! exceeds `ParseOptions::max_depth`, and neither does the parser's own
@@ -176,14 +179,15 @@ pub fn parse_metric_selector(input: &str) -> Result<Vec<Matcher>, ParseError> {
     r.map_err(|e| ParseError::new(input, e.pos, e.msg))
 }
 
-struct Err0 {
-    pos: PosRange,
-    msg: String,
+/// An error before it is given its line and column.
+pub(super) struct Err0 {
+    pub(super) pos: PosRange,
+    pub(super) msg: String,
 }
 
-type R<T> = Result<T, Err0>;
+pub(super) type R<T> = Result<T, Err0>;
 
-fn err<T>(pos: PosRange, msg: impl Into<String>) -> R<T> {
+pub(super) fn err<T>(pos: PosRange, msg: impl Into<String>) -> R<T> {
     Err(Err0 {
         pos,
         msg: msg.into(),
@@ -201,9 +205,9 @@ fn q(s: &str) -> String {
 const PREC_OR: u8 = 1;
 const PREC_AND: u8 = 2;
 const PREC_CMP: u8 = 3;
-const PREC_ADD: u8 = 4;
-const PREC_MUL: u8 = 5;
-const PREC_POW: u8 = 6;
+pub(super) const PREC_ADD: u8 = 4;
+pub(super) const PREC_MUL: u8 = 5;
+pub(super) const PREC_POW: u8 = 6;
 
 fn prec(op: BinaryOp) -> u8 {
     use BinaryOp::*;
@@ -262,14 +266,11 @@ const KEYWORDS: [&str; 14] = [
     "range",
 ];
 
-/// Scalar bounds of a duration in seconds (what fits in Go's time.Duration).
-const MAX_DURATION_SECS: f64 = 9_223_372_036.854_775;
-
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     input: &'a str,
     toks: Vec<Token>,
     i: usize,
-    opts: &'a ParseOptions,
+    pub(super) opts: &'a ParseOptions,
     depth: usize,
 }
 
@@ -295,23 +296,15 @@ enum IdentUse {
     Invalid,
 }
 
-/// A duration expression while it is parsed: the tree, its source range, and
-/// whether it used anything beyond a (signed) literal.
-struct DurP {
-    e: DurationExpr,
-    pos: PosRange,
-    height: usize,
-}
-
 impl<'a> Parser<'a> {
     // ---- token helpers ----
 
-    fn tok(&self) -> &Token {
+    pub(super) fn tok(&self) -> &Token {
         // The token list always ends with Eof and `i` never passes it.
         &self.toks[self.i.min(self.toks.len() - 1)]
     }
 
-    fn kind(&self) -> TokKind {
+    pub(super) fn kind(&self) -> TokKind {
         self.tok().kind
     }
 
@@ -319,7 +312,7 @@ impl<'a> Parser<'a> {
         self.toks.get(self.i + n).map_or(TokKind::Eof, |t| t.kind)
     }
 
-    fn text(&self, t: &Token) -> &'a str {
+    pub(super) fn text(&self, t: &Token) -> &'a str {
         &self.input[t.start..t.end]
     }
 
@@ -327,7 +320,7 @@ impl<'a> Parser<'a> {
         self.text(self.tok())
     }
 
-    fn advance(&mut self) -> Token {
+    pub(super) fn advance(&mut self) -> Token {
         let t = self.tok().clone();
         if self.i < self.toks.len() - 1 {
             self.i += 1;
@@ -336,11 +329,11 @@ impl<'a> Parser<'a> {
     }
 
     /// Whether the current token is the identifier `word` (any case).
-    fn is_word(&self, word: &str) -> bool {
+    pub(super) fn is_word(&self, word: &str) -> bool {
         self.kind() == TokKind::Ident && self.cur_text().eq_ignore_ascii_case(word)
     }
 
-    fn expect(&mut self, kind: TokKind, ctx: &str, expected: &str) -> R<Token> {
+    pub(super) fn expect(&mut self, kind: TokKind, ctx: &str, expected: &str) -> R<Token> {
         if self.kind() == kind {
             Ok(self.advance())
         } else {
@@ -401,7 +394,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn unexpected<T>(&self, ctx: &str, expected: &str) -> R<T> {
+    pub(super) fn unexpected<T>(&self, ctx: &str, expected: &str) -> R<T> {
         let t = self.tok();
         let mut msg = format!("unexpected {}", self.desc(t));
         if !ctx.is_empty() {
@@ -415,7 +408,7 @@ impl<'a> Parser<'a> {
         err(t.pos(), msg)
     }
 
-    fn check_height(&self, h: usize, pos: PosRange) -> R<usize> {
+    pub(super) fn check_height(&self, h: usize, pos: PosRange) -> R<usize> {
         if h > self.opts.max_depth {
             return err(
                 pos,
@@ -428,7 +421,7 @@ impl<'a> Parser<'a> {
         Ok(h)
     }
 
-    fn enter(&mut self) -> R<()> {
+    pub(super) fn enter(&mut self) -> R<()> {
         self.depth += 1;
         if self.depth > self.opts.max_depth {
             return err(
@@ -442,7 +435,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn leave(&mut self) {
+    pub(super) fn leave(&mut self) {
         self.depth -= 1;
     }
 
@@ -527,7 +520,7 @@ impl<'a> Parser<'a> {
                 break;
             }
             let op_tok = self.advance();
-            let mods = self.bin_modifiers(op)?;
+            let mods = self.bin_modifiers()?;
             let next_min = if op == BinaryOp::Pow { p } else { p + 1 };
             let (rhs, rh) = self.expr(next_min)?;
             let pos = PosRange {
@@ -751,7 +744,7 @@ impl<'a> Parser<'a> {
         Ok((self.vector_selector(Some(&t), false)?, 1))
     }
 
-    fn number_value(&self, t: &Token) -> R<f64> {
+    pub(super) fn number_value(&self, t: &Token) -> R<f64> {
         let text = self.text(t);
         if t.kind == TokKind::Duration {
             let ms = lexer::parse_duration_ms(text).map_err(|msg| Err0 { pos: t.pos(), msg })?;
@@ -1072,285 +1065,6 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    // ---- durations ----
-
-    fn starts_duration(&self) -> bool {
-        match self.kind() {
-            TokKind::Number | TokKind::Duration | TokKind::Add | TokKind::Sub | TokKind::LParen => {
-                true
-            }
-            TokKind::Ident => ["step", "range", "min_of", "max_of"]
-                .iter()
-                .any(|w| self.is_word(w)),
-            _ => false,
-        }
-    }
-
-    /// A range or subquery step: full duration arithmetic, must be positive.
-    fn duration_in_brackets(&mut self) -> R<Duration> {
-        let d = self.dur_expr(0)?;
-        let pos = d.pos;
-        let out = self.finish_duration(d)?;
-        if let Duration::Literal(ms) = out {
-            if ms <= 0 {
-                return err(pos, "duration must be greater than 0");
-            }
-        }
-        Ok(out)
-    }
-
-    /// The value after `offset` (Prometheus's `offset_duration_expr`): a
-    /// signed literal, `step()`, `range()`, `min_of/max_of(..)` or a
-    /// parenthesised expression — never a bare binary expression.
-    fn offset_duration(&mut self) -> R<Duration> {
-        let start = self.tok().start;
-        let neg = match self.kind() {
-            TokKind::Sub => {
-                self.advance();
-                Some(true)
-            }
-            TokKind::Add => {
-                self.advance();
-                Some(false)
-            }
-            _ => None,
-        };
-        let ok = match self.kind() {
-            TokKind::Number | TokKind::Duration | TokKind::LParen => true,
-            TokKind::Ident => ["step", "range", "min_of", "max_of"]
-                .iter()
-                .any(|w| self.is_word(w)),
-            _ => false,
-        };
-        if !ok {
-            return self.unexpected("offset", "number, duration, step(), or range()");
-        }
-        self.enter()?;
-        let atom = self.dur_atom();
-        self.leave();
-        let mut d = atom?;
-        if let Some(neg) = neg {
-            d.pos.start = start as u32;
-            if neg {
-                d.e = negate(d.e);
-            }
-        }
-        self.finish_duration(d)
-    }
-
-    fn finish_duration(&self, d: DurP) -> R<Duration> {
-        fn literal(e: &DurationExpr) -> Option<Result<i64, ()>> {
-            match e {
-                DurationExpr::Number(s) => Some(if s.abs() > MAX_DURATION_SECS || s.is_nan() {
-                    Err(())
-                } else {
-                    Ok((s * 1000.0).round() as i64)
-                }),
-                DurationExpr::Duration(ms) => Some(Ok(*ms)),
-                DurationExpr::Paren(inner) => literal(inner),
-                DurationExpr::Neg(inner) => literal(inner).map(|r| r.map(|v| -v)),
-                _ => None,
-            }
-        }
-        match literal(&d.e) {
-            Some(Ok(ms)) => Ok(Duration::Literal(ms)),
-            Some(Err(())) => err(d.pos, "duration out of range"),
-            None => Ok(Duration::Expr(Box::new(d.e))),
-        }
-    }
-
-    fn gate_duration(&self, pos: PosRange) -> R<()> {
-        if !self.opts.duration_expressions {
-            return err(pos, "experimental duration expression is not enabled");
-        }
-        Ok(())
-    }
-
-    fn peek_dur_op(&self) -> Option<DurationOp> {
-        Some(match self.kind() {
-            TokKind::Add => DurationOp::Add,
-            TokKind::Sub => DurationOp::Sub,
-            TokKind::Mul => DurationOp::Mul,
-            TokKind::Div => DurationOp::Div,
-            TokKind::Mod => DurationOp::Mod,
-            TokKind::Pow => DurationOp::Pow,
-            _ => return None,
-        })
-    }
-
-    fn dur_expr(&mut self, min: u8) -> R<DurP> {
-        self.enter()?;
-        let r = self.dur_expr_inner(min);
-        self.leave();
-        r
-    }
-
-    fn dur_expr_inner(&mut self, min: u8) -> R<DurP> {
-        let first = self.dur_unary_inner()?;
-        if self.peek_dur_op().is_some() {
-            self.dur_binary_loop(first, min)
-        } else {
-            Ok(first)
-        }
-    }
-
-    #[inline(never)]
-    fn dur_binary_loop(&mut self, first: DurP, min: u8) -> R<DurP> {
-        let mut lhs = first;
-        while let Some(op) = self.peek_dur_op() {
-            let p = match op {
-                DurationOp::Add | DurationOp::Sub => PREC_ADD,
-                DurationOp::Mul | DurationOp::Div | DurationOp::Mod => PREC_MUL,
-                DurationOp::Pow => PREC_POW,
-            };
-            if p < min {
-                break;
-            }
-            let op_tok = self.advance();
-            let next_min = if op == DurationOp::Pow { p } else { p + 1 };
-            let rhs = self.dur_expr(next_min)?;
-            let pos = PosRange {
-                start: lhs.pos.start,
-                end: rhs.pos.end,
-            };
-            self.gate_duration(pos)?;
-            if matches!(op, DurationOp::Div | DurationOp::Mod)
-                && matches!(rhs.e, DurationExpr::Number(v) if v == 0.0)
-            {
-                let what = if op == DurationOp::Div {
-                    "division by zero"
-                } else {
-                    "modulo by zero"
-                };
-                return err(op_tok.pos(), what);
-            }
-            let height = self.check_height(lhs.height.max(rhs.height) + 1, pos)?;
-            lhs = DurP {
-                e: DurationExpr::Binary {
-                    op,
-                    lhs: Box::new(lhs.e),
-                    rhs: Box::new(rhs.e),
-                },
-                pos,
-                height,
-            };
-        }
-        Ok(lhs)
-    }
-
-    fn dur_unary_inner(&mut self) -> R<DurP> {
-        match self.kind() {
-            TokKind::Sub => self.dur_unary_op(true),
-            TokKind::Add => self.dur_unary_op(false),
-            TokKind::LParen => self.dur_paren(),
-            _ => self.dur_atom(),
-        }
-    }
-
-    #[inline(never)]
-    fn dur_paren(&mut self) -> R<DurP> {
-        let open = self.advance().pos();
-        let inner = self.dur_expr(0)?;
-        self.finish_dur_paren(open, inner)
-    }
-
-    #[inline(never)]
-    fn finish_dur_paren(&mut self, open: PosRange, inner: DurP) -> R<DurP> {
-        let close = self.expect(TokKind::RParen, "duration expression", "\")\"")?;
-        let pos = PosRange {
-            start: open.start,
-            end: close.end as u32,
-        };
-        self.gate_duration(pos)?;
-        let height = self.check_height(inner.height + 1, pos)?;
-        Ok(DurP {
-            e: DurationExpr::Paren(Box::new(inner.e)),
-            pos,
-            height,
-        })
-    }
-
-    #[inline(never)]
-    fn dur_unary_op(&mut self, neg: bool) -> R<DurP> {
-        let op = self.advance();
-        let mut d = self.dur_expr(PREC_POW)?;
-        d.pos.start = op.start as u32;
-        if neg {
-            d.e = negate(d.e);
-        }
-        Ok(d)
-    }
-
-    fn dur_atom(&mut self) -> R<DurP> {
-        let t = self.tok().clone();
-        match t.kind {
-            TokKind::Number => {
-                self.advance();
-                let v = self.number_value(&t)?;
-                Ok(DurP {
-                    e: DurationExpr::Number(v),
-                    pos: t.pos(),
-                    height: 1,
-                })
-            }
-            TokKind::Duration => {
-                self.advance();
-                let text = self.text(&t);
-                let ms =
-                    lexer::parse_duration_ms(text).map_err(|msg| Err0 { pos: t.pos(), msg })?;
-                Ok(DurP {
-                    e: DurationExpr::Duration(ms),
-                    pos: t.pos(),
-                    height: 1,
-                })
-            }
-            TokKind::LParen => self.dur_paren(),
-            TokKind::Ident if self.is_word("step") || self.is_word("range") => {
-                let is_step = self.is_word("step");
-                self.advance();
-                self.expect(TokKind::LParen, "duration expression", "\"(\"")?;
-                let close = self.expect(TokKind::RParen, "duration expression", "\")\"")?;
-                let pos = PosRange::new(t.start, close.end);
-                self.gate_duration(pos)?;
-                Ok(DurP {
-                    e: if is_step {
-                        DurationExpr::Step
-                    } else {
-                        DurationExpr::Range
-                    },
-                    pos,
-                    height: 1,
-                })
-            }
-            TokKind::Ident if self.is_word("min_of") || self.is_word("max_of") => {
-                let is_min = self.is_word("min_of");
-                self.advance();
-                self.expect(TokKind::LParen, "duration expression", "\"(\"")?;
-                let a = self.dur_expr(0)?;
-                self.expect(TokKind::Comma, "duration expression", "\",\"")?;
-                let b = self.dur_expr(0)?;
-                let close = self.expect(TokKind::RParen, "duration expression", "\")\"")?;
-                let pos = PosRange::new(t.start, close.end);
-                self.gate_duration(pos)?;
-                let height = self.check_height(a.height.max(b.height) + 1, pos)?;
-                let (a, b) = (Box::new(a.e), Box::new(b.e));
-                Ok(DurP {
-                    e: if is_min {
-                        DurationExpr::MinOf(a, b)
-                    } else {
-                        DurationExpr::MaxOf(a, b)
-                    },
-                    pos,
-                    height,
-                })
-            }
-            _ => self.unexpected(
-                "duration expression",
-                "number, duration, step(), or range()",
-            ),
-        }
-    }
-
     // ---- binary expressions ----
 
     fn grouping_labels(&mut self, ctx: &str) -> R<(Vec<String>, u32)> {
@@ -1394,8 +1108,7 @@ impl<'a> Parser<'a> {
         Ok((out, close.end as u32))
     }
 
-    fn bin_modifiers(&mut self, op: BinaryOp) -> R<BinMods> {
-        let _ = op;
+    fn bin_modifiers(&mut self) -> R<BinMods> {
         let mut m = BinMods::default();
         if self.is_word("bool") {
             self.advance();
@@ -1818,9 +1531,8 @@ impl<'a> Parser<'a> {
             grouping = Some((g, without));
             end = e as usize;
         }
-        let op_tok_pos = op_pos;
         let pos = PosRange {
-            start: op_tok_pos.start,
+            start: op_pos.start,
             end: end as u32,
         };
         let h = self.check_height(h + 1, pos)?;
@@ -1882,13 +1594,5 @@ impl<'a> Parser<'a> {
             }),
             h,
         ))
-    }
-}
-
-fn negate(e: DurationExpr) -> DurationExpr {
-    match e {
-        DurationExpr::Number(v) => DurationExpr::Number(-v),
-        DurationExpr::Duration(ms) => DurationExpr::Duration(-ms),
-        e => DurationExpr::Neg(Box::new(e)),
     }
 }
