@@ -26,7 +26,6 @@ pub struct Metrics {
     pub http_request_duration: Family<LabelSet, Histogram>,
     pub query_duration: Family<LabelSet, Histogram>,
     pub head_series: Gauge,
-    pub head_chunks: Gauge,
     pub start_time: Gauge,
 }
 
@@ -47,7 +46,7 @@ impl Metrics {
         let samples_rejected = Family::<LabelSet, Counter>::default();
         registry.register(
             "pharos_ingest_samples_rejected",
-            "Samples refused, by reason (out_of_order, too_old, duplicate, invalid_labels, native_histogram, limit)",
+            "Samples refused by storage, by reason (out_of_order, too_old, duplicate, invalid_labels, other); whole requests refused before storage are counted in pharos_remote_write_requests_total by status code",
             samples_rejected.clone(),
         );
         let remote_write_requests = Family::<LabelSet, Counter>::default();
@@ -84,12 +83,6 @@ impl Metrics {
             "Series held in the in-memory head",
             head_series.clone(),
         );
-        let head_chunks = Gauge::default();
-        registry.register(
-            "pharos_head_chunks",
-            "Chunks held in the in-memory head",
-            head_chunks.clone(),
-        );
         let start_time = Gauge::default();
         registry.register(
             "pharos_process_start_time_seconds",
@@ -105,7 +98,6 @@ impl Metrics {
             http_request_duration,
             query_duration,
             head_series,
-            head_chunks,
             start_time,
         }
     }

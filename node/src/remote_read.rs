@@ -3,17 +3,20 @@
 //! sampled `ReadResponse` (snappy-compressed) or, when the client lists
 //! `STREAMED_XOR_CHUNKS` first among its accepted types, with a stream of
 //! `ChunkedReadResponse` frames (uvarint length, big-endian CRC32-Castagnoli
-//! of the message, message) carrying the stored XOR chunks as is.
+//! of the message, message) carrying the stored XOR chunks as is, sent as they are produced.
 //!
 //! Reads go through the state's [`Queryable`] only; limits bound the
 //! request size and the samples of a sampled answer.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use pharos_proto::prometheus as pb;
 use pharos_query::queryable::Queryable;
 use pharos_storage::chunk::{SampleIterator, ValueType};
@@ -21,6 +24,7 @@ use pharos_storage::labels::{MatchType, Matcher};
 use pharos_storage::querier::SelectHints;
 use pharos_storage::series::Series;
 use prost::Message;
+use tokio::sync::mpsc;
 
 use crate::http::AppState;
 
@@ -152,9 +156,21 @@ fn push_frame(out: &mut Vec<u8>, msg: &pb::ChunkedReadResponse) {
     out.extend_from_slice(&body);
 }
 
-/// The streamed answer, built whole (frames of about [`FRAME_BYTES`]).
-fn streamed(q: &dyn Queryable, req: &pb::ReadRequest) -> Result<Vec<u8>, ReadError> {
-    let mut out = Vec::new();
+/// Sends the streamed answer frame by frame (each about [`FRAME_BYTES`])
+/// into `tx`; stops early when the client has gone away. An error after the
+/// first frame can only cut the stream short, which the client detects
+/// (Prometheus does the same).
+fn stream_frames(
+    q: &dyn Queryable,
+    req: &pb::ReadRequest,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), ReadError> {
+    let mut buf = Vec::new();
+    let send = |buf: &mut Vec<u8>, frame: &pb::ChunkedReadResponse| -> bool {
+        push_frame(buf, frame);
+        tx.blocking_send(Ok(Bytes::from(std::mem::take(buf))))
+            .is_ok()
+    };
     for (i, query) in req.queries.iter().enumerate() {
         let mut frame = pb::ChunkedReadResponse {
             chunked_series: Vec::new(),
@@ -170,7 +186,7 @@ fn streamed(q: &dyn Queryable, req: &pb::ReadRequest) -> Result<Vec<u8>, ReadErr
                     min_time_ms: c.min_time,
                     max_time_ms: c.max_time,
                     r#type: pb::chunk::Encoding::Xor as i32,
-                    data: bytes::Bytes::copy_from_slice(c.chunk.bytes()),
+                    data: Bytes::copy_from_slice(c.chunk.bytes()),
                 })
                 .collect();
             if chunks.is_empty() {
@@ -182,16 +198,55 @@ fn streamed(q: &dyn Queryable, req: &pb::ReadRequest) -> Result<Vec<u8>, ReadErr
                 chunks,
             });
             if frame_bytes >= FRAME_BYTES {
-                push_frame(&mut out, &frame);
+                if !send(&mut buf, &frame) {
+                    return Ok(());
+                }
                 frame.chunked_series.clear();
                 frame_bytes = 0;
             }
         }
-        if !frame.chunked_series.is_empty() {
-            push_frame(&mut out, &frame);
+        if !frame.chunked_series.is_empty() && !send(&mut buf, &frame) {
+            return Ok(());
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// A response body fed by a channel, so frames leave as they are made.
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+fn streamed_response(q: Arc<dyn Queryable>, req: pb::ReadRequest) -> Response {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = stream_frames(q.as_ref(), &req, &tx) {
+            tracing::warn!(error = %e, "remote read stream cut short");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
+        )],
+        Body::new(ChannelBody { rx }),
+    )
+        .into_response()
 }
 
 /// The axum handler.
@@ -209,17 +264,7 @@ pub async fn handle(State(st): State<Arc<AppState>>, body: Body) -> Response {
             let wants_stream = req.accepted_response_types.first()
                 == Some(&(pb::read_request::ResponseType::StreamedXorChunks as i32));
             if wants_stream {
-                let bytes = streamed(q.as_ref(), &req)?;
-                Ok::<_, ReadError>(
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/x-streamed-protobuf; proto=prometheus.ChunkedReadResponse",
-                        )],
-                        bytes,
-                    )
-                        .into_response(),
-                )
+                Ok::<_, ReadError>(streamed_response(q, req))
             } else {
                 let resp = sampled(q.as_ref(), &req)?;
                 let compressed = snap::raw::Encoder::new()

@@ -17,7 +17,7 @@ use axum::http::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use pharos_storage::db::{Db, DbOptions};
+use pharos_storage::db::{BlockOptions, Db, DbOptions};
 use pharos_storage::head::HeadOptions;
 use pharos_storage::wal::{FsyncPolicy, WalOptions};
 use tokio::net::TcpListener;
@@ -123,6 +123,22 @@ fn db_options(cfg: &Config) -> DbOptions {
     }
 }
 
+/// Prometheus's spelling of the retention in force.
+fn retention_string(t: &crate::config::TsdbSettings) -> String {
+    let mut parts = Vec::new();
+    if t.retention_time.as_millis() > 0 {
+        parts.push(t.retention_time.to_string());
+    }
+    if t.retention_bytes > 0 {
+        parts.push(format!("{}B", t.retention_bytes));
+    }
+    if parts.is_empty() {
+        "unlimited".to_string()
+    } else {
+        parts.join(" or ")
+    }
+}
+
 fn tls_acceptor(tls: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let err = |m: String| ServerError::Tls(m);
@@ -224,8 +240,15 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
 
     let dir = cfg.pharos.data_dir.clone();
     let dbo = db_options(cfg);
+    let t = &cfg.pharos.tsdb;
+    let bopts = BlockOptions {
+        block_range_ms: Some(t.block_range.as_millis() as i64),
+        retention_time_ms: (t.retention_time.as_millis() > 0)
+            .then_some(t.retention_time.as_millis() as i64),
+        retention_bytes: (t.retention_bytes > 0).then_some(t.retention_bytes),
+    };
     let db_dir = dir.clone();
-    let db = tokio::task::spawn_blocking(move || Db::open(&db_dir, dbo))
+    let db = tokio::task::spawn_blocking(move || Db::open_with(&db_dir, dbo, bopts))
         .await
         .map_err(|e| ServerError::Internal(format!("storage open task failed: {e}")))?
         .map_err(|source| ServerError::Storage {
@@ -233,6 +256,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
             source,
         })?;
     let db = Arc::new(db);
+    let maintenance = db.start_background(t.maintenance_interval.as_std());
 
     let metrics = Arc::new(Metrics::new());
     let now = SystemTime::now();
@@ -267,6 +291,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
             start_time: now,
             config_yaml,
             flags: opts.flags.clone(),
+            storage_retention: retention_string(t),
         },
         ready: AtomicBool::new(false),
         auth,
@@ -288,7 +313,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         "pharos server listening"
     );
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(serve(listener, tls, Arc::clone(&state), db, stop_rx));
+    let task = tokio::spawn(serve(
+        listener,
+        tls,
+        Arc::clone(&state),
+        db,
+        maintenance,
+        stop_rx,
+    ));
     state.ready.store(true, Ordering::Release);
     Ok(RunningNode {
         addr: local,
@@ -303,6 +335,7 @@ async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
     db: Arc<Db>,
+    maintenance: pharos_storage::db::Background,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), ServerError> {
     let router = crate::http::router(Arc::clone(&state));
@@ -367,10 +400,13 @@ async fn serve(
         tracing::warn!("in-flight requests still running after {DRAIN_TIMEOUT:?}; closing anyway");
     }
     // Everything acknowledged must be on disk before we exit, whatever the
-    // fsync policy.
-    let result = tokio::task::spawn_blocking(move || db.sync())
-        .await
-        .map_err(|e| ServerError::Internal(format!("flush task failed: {e}")))?;
+    // fsync policy. Stopping maintenance waits for a round in progress.
+    let result = tokio::task::spawn_blocking(move || {
+        drop(maintenance);
+        db.sync()
+    })
+    .await
+    .map_err(|e| ServerError::Internal(format!("flush task failed: {e}")))?;
     result.map_err(ServerError::Close)?;
     tracing::info!("storage flushed; bye");
     Ok(())

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use pharos_storage::db::Db;
-use pharos_storage::labels::Labels;
+use pharos_storage::labels::{Labels, Matcher};
 use pharos_storage::StorageError;
 
 /// Why a sample was refused (a metric label value).
@@ -97,6 +97,11 @@ pub trait WriteSink: Send + Sync {
 
     /// Records metadata for metric families.
     fn write_metadata(&self, entries: Vec<(String, MetricMeta)>);
+
+    /// Deletes the samples in `[mint, maxt]` of every series matching all
+    /// `matchers` (at least one). Returns once the deletion is durable; the
+    /// number is of series affected. Retrying is safe.
+    fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64, SinkError>;
 }
 
 /// Latest metadata per metric family; bounded so that a client cannot grow
@@ -198,6 +203,11 @@ impl WriteSink for LocalSink {
 
     fn write_metadata(&self, entries: Vec<(String, MetricMeta)>) {
         self.metadata.add(entries);
+    }
+
+    fn delete(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64, SinkError> {
+        let st = self.db.delete(matchers, mint, maxt)?;
+        Ok(st.head_series + st.block_series)
     }
 }
 

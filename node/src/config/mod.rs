@@ -324,6 +324,7 @@ pub struct PharosConfig {
     pub web: WebSettings,
     pub remote_write_receiver: RemoteWriteReceiverConfig,
     pub wal: WalSettings,
+    pub tsdb: TsdbSettings,
     pub query: QuerySettings,
 }
 
@@ -335,6 +336,7 @@ impl Default for PharosConfig {
             web: WebSettings::default(),
             remote_write_receiver: RemoteWriteReceiverConfig::default(),
             wal: WalSettings::default(),
+            tsdb: TsdbSettings::default(),
             query: QuerySettings::default(),
         }
     }
@@ -420,6 +422,34 @@ impl Default for WalSettings {
             fsync: FsyncMode::Always,
             fsync_interval: PromDuration(100),
             segment_size: 128 << 20,
+        }
+    }
+}
+
+/// Blocks, compaction and retention of the local storage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsdbSettings {
+    /// Span of the blocks cut from the head. Default 2h.
+    pub block_range: PromDuration,
+    /// Delete blocks older than this behind the newest data; `0s` keeps
+    /// everything. Default 15d (Prometheus's default).
+    pub retention_time: PromDuration,
+    /// Delete the oldest blocks while storage takes more bytes; 0 means no
+    /// limit. Default 0.
+    pub retention_bytes: u64,
+    /// How often the head is cut into blocks, blocks compacted and
+    /// retention applied. Default 1m.
+    pub maintenance_interval: PromDuration,
+}
+
+impl Default for TsdbSettings {
+    fn default() -> Self {
+        TsdbSettings {
+            block_range: PromDuration::from_secs(2 * 3600),
+            retention_time: PromDuration::from_secs(15 * 24 * 3600),
+            retention_bytes: 0,
+            maintenance_interval: PromDuration::from_secs(60),
         }
     }
 }
@@ -538,6 +568,11 @@ impl Config {
         if p.query.max_points_per_series <= 0 {
             return Err(semantic(
                 "pharos.query.max_points_per_series must be positive".into(),
+            ));
+        }
+        if p.tsdb.block_range.as_millis() == 0 || p.tsdb.maintenance_interval.as_millis() == 0 {
+            return Err(semantic(
+                "pharos.tsdb.block_range and maintenance_interval must be positive".into(),
             ));
         }
         if p.query.timeout.as_millis() == 0 {

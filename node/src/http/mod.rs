@@ -73,6 +73,8 @@ pub struct ServerInfo {
     /// The configuration as loaded, secrets masked.
     pub config_yaml: String,
     pub flags: BTreeMap<String, String>,
+    /// Retention as Prometheus prints it (`15d`, `1GiB`, `15d or 1GiB`).
+    pub storage_retention: String,
 }
 
 /// Everything handlers share.

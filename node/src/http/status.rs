@@ -95,9 +95,7 @@ pub async fn runtimeinfo(State(st): State<Arc<AppState>>) -> Response {
         ("GOMEMLIMIT", "0".into()),
         ("GOGC", s("")),
         ("GODEBUG", s("")),
-        // No retention: data stays in the head until blocks and retention
-        // are wired in.
-        ("storageRetention", s("unlimited (head only)")),
+        ("storageRetention", s(&st.info.storage_retention)),
     ]);
     json_ok(json::success(&data, &[], &[]))
 }
@@ -255,10 +253,8 @@ pub async fn tsdb(State(st): State<Arc<AppState>>, req: Request<Body>) -> Respon
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `POST|PUT /api/v1/admin/tsdb/delete_series`. Off unless the admin API
-/// is enabled; when enabled, the request is validated and then refused as
-/// unavailable, because storage cannot delete yet (its WAL tombstones are
-/// not applied to the head).
+/// `POST|PUT /api/v1/admin/tsdb/delete_series` (off unless the admin API
+/// is enabled): deletes through the write sink, 204 when durable.
 pub async fn delete_series(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let run = async {
         if !st.settings.web.enable_admin_api {
@@ -266,15 +262,30 @@ pub async fn delete_series(State(st): State<Arc<AppState>>, req: Request<Body>) 
         }
         let p = super::params::Params::from_request(req, st.settings.web.max_request_body_bytes)
             .await?;
-        let ms = p.matchers(&st.settings.parse_options())?;
-        if ms.is_empty() {
+        let sets = p.matchers(&st.settings.parse_options())?;
+        if sets.is_empty() {
             return Err(ApiError::bad("no match[] parameter provided"));
         }
-        p.time("start", super::params::MIN_TIME)?;
-        p.time("end", super::params::MAX_TIME)?;
-        Err::<Response, _>(ApiError::Unavailable(
-            "deleting series is not supported by this version's storage".into(),
-        ))
+        let start = p.time("start", super::params::MIN_TIME)?;
+        let end = p.time("end", super::params::MAX_TIME)?;
+        let sink = Arc::clone(&st.sink);
+        let deleted = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            for ms in &sets {
+                n += sink.delete(ms, start, end)?;
+            }
+            Ok::<u64, crate::sink::SinkError>(n)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("task failed: {e}")))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        tracing::info!(
+            series = deleted,
+            start,
+            end,
+            "series deleted through the admin API"
+        );
+        Ok::<Response, ApiError>(axum::http::StatusCode::NO_CONTENT.into_response())
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -7,5 +7,6 @@ mod cli;
 mod common;
 mod grafana;
 mod prometheus;
+mod remote_read;
 mod remote_write;
 mod security;

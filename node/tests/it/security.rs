@@ -59,21 +59,43 @@ async fn basic_auth_users() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_api_when_enabled_validates_then_refuses() {
+async fn admin_api_deletes_series_when_enabled() {
     let n = node_with(|c| c.pharos.web.enable_admin_api = true).await;
+    let req = write_req(vec![
+        series(
+            &[("__name__", "gone")],
+            &[(1000, 1.0), (2000, 2.0), (3000, 3.0)],
+        ),
+        series(&[("__name__", "kept")], &[(1000, 1.0)]),
+    ]);
+    assert_eq!(write_v1(n.addr, &req).await.status, 204);
     let r = post_form(n.addr, "/api/v1/admin/tsdb/delete_series", &[]).await;
     assert_eq!(r.status, 400);
     let r = post_form(
         n.addr,
         "/api/v1/admin/tsdb/delete_series",
-        &[("match[]", "up")],
+        &[("match[]", "gone"), ("start", "1.5"), ("end", "2.5")],
     )
     .await;
-    assert_eq!(r.status, 503);
-    assert!(r.json()["error"]
-        .as_str()
-        .unwrap()
-        .contains("not supported"));
+    assert_eq!(r.status, 204, "{}", r.text());
+    let v = get(
+        n.addr,
+        "/api/v1/query?query=count_over_time(gone[1m])&time=3",
+    )
+    .await
+    .json();
+    assert_eq!(v["data"]["result"][0]["value"][1], "2");
+    let r = post_form(
+        n.addr,
+        "/api/v1/admin/tsdb/delete_series",
+        &[("match[]", "gone")],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let v = get(n.addr, "/api/v1/series?match[]=gone").await.json();
+    assert_eq!(v["data"], serde_json::json!([]));
+    let v = get(n.addr, "/api/v1/series?match[]=kept").await.json();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
     n.stop().await;
 }
 
