@@ -506,6 +506,25 @@ mod range_matches_instant {
         "topk(1, m)",
         "m unless m{i=\"0\"}",
         "absent_over_time(m{i=\"0\"}[20s])",
+        "deriv(m[1m])",
+        "predict_linear(m[1m], 30)",
+        "quantile_over_time(0.3, m[1m])",
+        "m + fill(1) m{i=\"0\"}",
+        "count_values(\"v\", m)",
+        "m @ 100",
+        "rate(m[1m] anchored)",
+        "increase(m[1m] smoothed)",
+        "m smoothed",
+        "label_replace(m, \"x\", \"$1\", \"i\", \"(.*)\")",
+        "-m or m{i=\"0\"}",
+        "idelta(m[1m]) + resets(m[1m])",
+        "timestamp(m)",
+        "stddev_over_time(m[1m]) * mad_over_time(m[1m])",
+        "double_exponential_smoothing(m[1m], 0.5, 0.5)",
+        "sum(m) / ignoring(k) group_right avg without (i) (m)",
+        "quantile(0.5, m) > bool 3",
+        "bottomk(2, m) and on(i) m{k=\"a\"}",
+        "irate(m[1m:7s] offset -10s)",
     ];
 
     fn samples() -> impl Strategy<Value = Vec<(i64, f64)>> {
@@ -526,7 +545,7 @@ mod range_matches_instant {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]
         fn agrees(
             s0 in samples(),
