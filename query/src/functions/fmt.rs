@@ -1,9 +1,9 @@
 //! Go-compatible float formatting, for texts Prometheus builds with
-//! `strconv.FormatFloat` (label values of `count_values`) and `%g`
-//! (annotation messages).
+//! `strconv.FormatFloat` (label values of `count_values`, and sample values
+//! in the HTTP API) and `%g` (annotation messages).
 
 /// `strconv.FormatFloat(v, 'f', -1, 64)`: shortest digits, no exponent.
-pub(crate) fn format_float_f(v: f64) -> String {
+pub fn format_float_f(v: f64) -> String {
     if v.is_nan() {
         return "NaN".to_string();
     }
@@ -16,7 +16,7 @@ pub(crate) fn format_float_f(v: f64) -> String {
 }
 
 /// Go's `%g` / `FormatFloat(v, 'g', -1, 64)`.
-pub(crate) fn format_g(v: f64) -> String {
+pub fn format_g(v: f64) -> String {
     if v.is_nan() {
         return "NaN".to_string();
     }

@@ -5,7 +5,7 @@
 //! in [`eval_call`]; results of functions that change a sample's meaning are
 //! flagged for `__name__` removal (delayed until the end of evaluation).
 
-pub(crate) mod fmt;
+pub mod fmt;
 mod histogram;
 mod info;
 mod label;
