@@ -9,7 +9,14 @@
 //! - [`types`]: the replicated data model and [`types::Command`];
 //! - [`state_machine`]: the deterministic `apply` (pure, no I/O);
 //! - [`planner`]: the pure rebalancing planner (one small step at a time);
+//! - [`raft`]: the openraft `TypeConfig`;
+//! - [`log_store`]: the durable, CRC-checked Raft log (`RaftLogStorage`);
+//! - [`sm_store`]: the state machine store with on-disk snapshots
+//!   (`RaftStateMachine`);
 
+pub mod log_store;
 pub mod planner;
+pub mod raft;
+pub mod sm_store;
 pub mod state_machine;
 pub mod types;

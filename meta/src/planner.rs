@@ -124,7 +124,11 @@ impl ShardPlan<'_> {
                 .map(|(_, n)| *n)?;
             return Some(self.remove(victim));
         }
-        let busiest = a.replicas.iter().copied().max_by_key(|n| self.load_of(*n))?;
+        let busiest = a
+            .replicas
+            .iter()
+            .copied()
+            .max_by_key(|n| self.load_of(*n))?;
         if let Some(idle) = self.least_loaded_outside() {
             if self.load_of(busiest) >= self.load_of(idle) + 2 && *self.budget > 0 {
                 return self.add(idle);
@@ -272,7 +276,10 @@ mod tests {
             let rf = s.effective_rf();
             for (old, new) in before.iter().zip(&after) {
                 let kept = old.intersection(new).count();
-                assert!(kept + 1 >= old.len(), "lost two replicas: {old:?} → {new:?}");
+                assert!(
+                    kept + 1 >= old.len(),
+                    "lost two replicas: {old:?} → {new:?}"
+                );
                 assert!(!new.is_empty());
                 if old.len() >= 3 {
                     assert!(kept * 2 > old.len(), "majority lost: {old:?} → {new:?}");
@@ -345,7 +352,12 @@ mod tests {
         });
         converge(&mut s, &PlannerConfig::default(), 200);
         assert_balanced(&s);
-        assert!(!s.shard_map.as_ref().unwrap().replica_counts().contains_key(&2));
+        assert!(!s
+            .shard_map
+            .as_ref()
+            .unwrap()
+            .replica_counts()
+            .contains_key(&2));
         assert_eq!(
             s.apply(&Command::RemoveNode { id: 2 }),
             Applied::Ok { epoch: None }
@@ -365,7 +377,12 @@ mod tests {
             id: 2,
             addr: "n2".into(),
         });
-        let cmds = plan_step(&s, &PlannerConfig { max_new_replicas: 3 });
+        let cmds = plan_step(
+            &s,
+            &PlannerConfig {
+                max_new_replicas: 3,
+            },
+        );
         assert_eq!(cmds.len(), 3);
     }
 

@@ -422,10 +422,7 @@ mod tests {
         // 4 shards × rf 2 over 3 nodes: node 1 holds shards 0, 2, 3.
         assert_eq!(
             rejected(p.apply(&Command::RemoveNode { id: 1 })),
-            Rejection::NodeHoldsReplicas {
-                node: 1,
-                shards: 3
-            }
+            Rejection::NodeHoldsReplicas { node: 1, shards: 3 }
         );
         assert_eq!(p, before, "a rejection leaves the state untouched");
         p.apply(&add(4));
@@ -540,7 +537,10 @@ mod tests {
         });
         assert_eq!(r, ok(Some(2)));
         let a = &p.shard_map.as_ref().unwrap().assignments[0];
-        assert_eq!((a.replicas.clone(), a.pending.clone()), (vec![1, 2], vec![4]));
+        assert_eq!(
+            (a.replicas.clone(), a.pending.clone()),
+            (vec![1, 2], vec![4])
+        );
         // Adding again, or an existing replica, is refused.
         for node in [4, 1] {
             assert!(matches!(
@@ -659,9 +659,15 @@ mod tests {
             Rejection::UnknownBlock("x".into())
         );
         let b = block("01J0000000000000000000000A");
-        assert_eq!(s.apply(&Command::RecordBlock { block: b.clone() }), ok(None));
+        assert_eq!(
+            s.apply(&Command::RecordBlock { block: b.clone() }),
+            ok(None)
+        );
         // Identical re-record is idempotent (a retried proposal).
-        assert_eq!(s.apply(&Command::RecordBlock { block: b.clone() }), ok(None));
+        assert_eq!(
+            s.apply(&Command::RecordBlock { block: b.clone() }),
+            ok(None)
+        );
         let mut other = b.clone();
         other.num_samples += 1;
         assert!(matches!(
@@ -710,9 +716,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips_through_json() {
         let mut p = populated();
-        p.apply(&Command::RecordBlock {
-            block: block("b1"),
-        });
+        p.apply(&Command::RecordBlock { block: block("b1") });
         let bytes = serde_json::to_vec(&p).unwrap();
         let back: MetaState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, p);

@@ -158,10 +158,18 @@ pub struct MetaState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Add a node (as `Active`), or update the address of a known one.
-    AddNode { id: NodeId, addr: String },
-    SetNodeState { id: NodeId, state: NodeState },
+    AddNode {
+        id: NodeId,
+        addr: String,
+    },
+    SetNodeState {
+        id: NodeId,
+        state: NodeState,
+    },
     /// Forget a node; refused while it holds any replica.
-    RemoveNode { id: NodeId },
+    RemoveNode {
+        id: NodeId,
+    },
     /// Create the shard map; refused if it exists. The initial placement
     /// rotates over the active nodes so primaries are spread evenly.
     InitShards {
@@ -184,7 +192,10 @@ pub enum Command {
     },
     /// Sent by a pending replica once it holds the shard's data: it becomes
     /// an up-to-date replica (appended last, so never the primary).
-    ShardReplicaCaughtUp { shard: ShardId, node: NodeId },
+    ShardReplicaCaughtUp {
+        shard: ShardId,
+        node: NodeId,
+    },
     /// Drop a replica (up-to-date or pending). Refused if it is the last
     /// up-to-date replica.
     RemoveShardReplica {
@@ -199,8 +210,12 @@ pub enum Command {
         expected_epoch: u64,
     },
     /// Add a block to the catalog; idempotent for an identical entry.
-    RecordBlock { block: BlockMeta },
-    MarkBlockDeleted { id: String },
+    RecordBlock {
+        block: BlockMeta,
+    },
+    MarkBlockDeleted {
+        id: String,
+    },
     /// Replace the rule groups of `namespace` (empty removes it).
     PutRuleGroups {
         namespace: String,

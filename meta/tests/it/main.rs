@@ -1,0 +1,3 @@
+//! Integration tests of `pharos-meta` (one binary, modules by concern).
+
+mod storage_suite;
