@@ -107,6 +107,35 @@ impl ParseError {
     }
 }
 
+/// A one-line, Go-style message for a bad matcher regex:
+/// ``error parsing regexp: missing closing ): `(` ``. The regex crate's own
+/// text spans several lines and quotes the anchored wrapper it was given.
+fn regex_error_message(pattern: &str, e: &regex::Error) -> String {
+    // The matcher compiles the pattern wrapped in `^(?s:…)$`, where a
+    // trailing backslash escapes the wrapper's `)` instead.
+    let trailing = pattern.bytes().rev().take_while(|&b| b == b'\\').count();
+    if trailing % 2 == 1 {
+        return format!(
+            "error parsing regexp: trailing backslash at end of expression: `{pattern}`"
+        );
+    }
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().next().unwrap_or("invalid regular expression"));
+    // Go's wording for the common cases, so messages read as Prometheus's do.
+    let reason = match reason {
+        "unclosed group" => "missing closing )",
+        "unopened group" => "unexpected )",
+        "unclosed character class" => "missing closing ]",
+        "repetition operator missing expression" => "missing argument to repetition operator",
+        r => r,
+    };
+    format!("error parsing regexp: {reason}: `{pattern}`")
+}
+
 /// Parses stable PromQL (no experimental features).
 pub fn parse(input: &str) -> Result<Expr, ParseError> {
     parse_with(input, &ParseOptions::default())
@@ -842,7 +871,7 @@ impl<'a> Parser<'a> {
         let value = vt.sval.as_ref().map(|s| s.value.as_str()).unwrap_or("");
         Matcher::new(kind, &name, value).map_err(|e| Err0 {
             pos: PosRange::new(nt.start, vt.end),
-            msg: e.to_string(),
+            msg: regex_error_message(value, &e),
         })
     }
 
@@ -989,7 +1018,15 @@ impl<'a> Parser<'a> {
             if !ts.is_finite() || ts >= i64::MAX as f64 || ts <= i64::MIN as f64 {
                 return err(
                     e.pos(),
-                    format!("timestamp out of bounds for @ modifier: {ts:.6}"),
+                    format!(
+                        "timestamp out of bounds for @ modifier: {}",
+                        // Go's `%f`: special values keep their names.
+                        if ts.is_finite() {
+                            format!("{ts:.6}")
+                        } else {
+                            super::printer::format_number(ts)
+                        }
+                    ),
                 );
             }
             AtModifier::Timestamp((ts * 1000.0).round() as i64)

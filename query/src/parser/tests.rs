@@ -207,7 +207,18 @@ fn selectors_and_matchers() {
         );
     }
     assert!(matches!(all("a:b:c"), Expr::VectorSelector(_)));
-    assert!(err_all(r#"{a=~"("}"#).starts_with("1:2: parse error: "));
+    assert_eq!(
+        err_all(r#"{a=~"("}"#),
+        "1:2: parse error: error parsing regexp: missing closing ): `(`"
+    );
+    assert_eq!(
+        err_all(r#"{a!~"*x"}"#),
+        "1:2: parse error: error parsing regexp: missing argument to repetition operator: `*x`"
+    );
+    assert_eq!(
+        err_all(r#"{a=~"x\\"}"#),
+        "1:2: parse error: error parsing regexp: trailing backslash at end of expression: `x\\`"
+    );
     assert_eq!(
         err_all(r#"{a=""}"#),
         "1:1: parse error: vector selector must contain at least one non-empty matcher"
@@ -276,7 +287,11 @@ fn ranges_offsets_at_and_subqueries() {
     );
     assert_eq!(
         err_all("foo @ Inf"),
-        "1:1: parse error: timestamp out of bounds for @ modifier: +Inf".replace("+Inf", "inf")
+        "1:1: parse error: timestamp out of bounds for @ modifier: +Inf"
+    );
+    assert_eq!(
+        err_all("foo @ 1e20"),
+        "1:1: parse error: timestamp out of bounds for @ modifier: 100000000000000000000.000000"
     );
     assert_eq!(
         err_all("1[5m:]"),
