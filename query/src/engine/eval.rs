@@ -7,6 +7,7 @@
 //! restore the outer one.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use pharos_storage::chunk::{is_stale_nan, SampleIterator, ValueType as SampleType};
@@ -195,6 +196,8 @@ pub(crate) struct Evaluator<'a> {
     decoded: Cell<usize>,
     /// First error raised where no `Result` can be returned (lazy decoding).
     deferred: RefCell<Option<QueryError>>,
+    /// Set by the caller to abandon the query.
+    pub(crate) cancel: Option<&'a AtomicBool>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -221,6 +224,7 @@ impl<'a> Evaluator<'a> {
             deadline: started.checked_add(opts.timeout),
             decoded: Cell::new(0),
             deferred: RefCell::new(None),
+            cancel: None,
         }
     }
 
@@ -251,7 +255,16 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Fails once the query is canceled or past its deadline.
     pub(crate) fn check_timeout(&self) -> Result<(), QueryError> {
+        if self
+            .cancel
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(QueryError::Canceled {
+                phase: "query execution",
+            });
+        }
         match self.deadline {
             Some(d) if Instant::now() > d => Err(QueryError::Timeout {
                 phase: "query execution",

@@ -22,6 +22,7 @@ mod error;
 pub(crate) mod eval;
 mod value;
 
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 pub use annotations::{Annotation, AnnotationKind, Annotations};
@@ -83,8 +84,21 @@ impl Engine {
         expr: &Expr,
         ts_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.instant_query_cancellable(q, expr, ts_ms, None)
+    }
+
+    /// As [`Engine::instant_query`]; setting `cancel` makes the query stop
+    /// with [`QueryError::Canceled`] at its next check.
+    pub fn instant_query_cancellable(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        ts_ms: i64,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
         let mut ev = eval::Evaluator::new(q, &self.opts, ts_ms, ts_ms, 0, started);
+        ev.cancel = cancel;
         ev.check_expr(expr)?;
         let prepared = Instant::now();
         let val = ev.eval_top(expr)?;
@@ -101,6 +115,19 @@ impl Engine {
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        self.range_query_cancellable(q, expr, start_ms, end_ms, step_ms, None)
+    }
+
+    /// As [`Engine::range_query`], with a cancellation flag.
+    pub fn range_query_cancellable(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        cancel: Option<&AtomicBool>,
     ) -> Result<QueryResult, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::bad(
@@ -119,6 +146,7 @@ impl Engine {
         }
         let started = Instant::now();
         let mut ev = eval::Evaluator::new(q, &self.opts, start_ms, end_ms, step_ms, started);
+        ev.cancel = cancel;
         ev.check_expr(expr)?;
         let ty = eval::expr_type(expr);
         if !matches!(

@@ -238,6 +238,11 @@ fn limits_and_stats() {
     std::thread::sleep(Duration::from_millis(2));
     let err = zero.instant_query(&f, &e, 600_000).expect_err("timed out");
     assert_eq!(err.error_type(), "timeout");
+    let canceled = std::sync::atomic::AtomicBool::new(true);
+    let err = engine()
+        .instant_query_cancellable(&f, &e, 600_000, Some(&canceled))
+        .expect_err("canceled");
+    assert_eq!(err.error_type(), "canceled");
     let r = engine().instant_query(&f, &e, 600_000).expect("runs");
     assert_eq!(r.stats.series_selected, 2);
     assert!(r.stats.samples_loaded >= 2);
