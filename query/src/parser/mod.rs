@@ -1,9 +1,18 @@
 //! PromQL parser: text → [`ast::Expr`] with byte positions on every node, and
-//! back to canonical text ([`printer`], via `Display for Expr`).
+//! back to canonical text.
 //!
-//! Entry points: [`parse`] (stable PromQL) and [`parse_with`] (experimental
-//! parts behind [`ParseOptions`]). Errors are [`ParseError`]s whose `Display`
-//! is Prometheus's `line:col: parse error: …`.
+//! - [`parse`] (stable PromQL) and [`parse_with`] (experimental parts behind
+//!   [`ParseOptions`]; `ParseOptions::all()` is what the conformance corpus
+//!   needs). Type checks happen while parsing, with Prometheus's messages.
+//! - [`ParseError`]: `Display` is Prometheus's `line:col: parse error: …`.
+//! - [`parse_metric_selector`] / [`parse_duration`]: for the HTTP API's
+//!   `match[]` and duration parameters.
+//! - `Display for Expr` ([`printer`]): Prometheus's `String()` form;
+//!   [`printer::pretty`]: its `Prettify` form (`/api/v1/format_query`).
+//! - [`functions`]: the function table (signatures, experimental flags).
+//!
+//! Invariant: a parsed tree is no taller than `ParseOptions::max_depth`, so
+//! recursive passes over it (evaluation, printing, drop) have bounded depth.
 
 pub mod ast;
 mod durations;
