@@ -220,8 +220,8 @@ impl Db {
                 ..CompactorOptions::default()
             },
         );
-        let blocks = maintain::load_blocks(&dir, &compactor, &mut report)?;
-        let persisted_until = blocks.iter().map(|b| b.max_time()).max();
+        let scan = maintain::scan_blocks(&dir)?;
+        let persisted_until = scan.persisted_until();
         if let Some(t) = persisted_until {
             head.set_min_valid_time(t);
         }
@@ -284,6 +284,8 @@ impl Db {
                 }
             }
         })?;
+        // The WAL lock is ours now: the directory may be tidied.
+        let blocks = maintain::tidy_blocks(scan, &compactor, &mut report)?;
         if let Some(error) = first_replay_error {
             // A Series record the head cannot take (e.g. a ref clash) means
             // the WAL contradicts itself; refusing to open would make the node

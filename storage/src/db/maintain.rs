@@ -34,7 +34,7 @@
 //! counts).
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -92,16 +92,30 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlockError + '_ {
     }
 }
 
-/// Open-time block loading: removes `*.tmp*` leftovers, opens every
-/// `<ulid>/` with a `meta.json`, moves blocks that fail to open aside to
-/// `<ulid>.corrupt`, and deletes blocks that an interrupted compaction had
-/// already merged into another. Returns the blocks sorted by (min time, id).
-pub(super) fn load_blocks(
-    dir: &Path,
-    compactor: &Compactor,
-    report: &mut OpenReport,
-) -> Result<Vec<Arc<Block>>, StorageError> {
-    let mut blocks: Vec<Arc<Block>> = Vec::new();
+/// Blocks found on open, before anything in the directory is changed.
+pub(super) struct Scan {
+    blocks: Vec<Arc<Block>>,
+    failed: Vec<(PathBuf, String)>,
+    leftovers: Vec<PathBuf>,
+}
+
+impl Scan {
+    /// End of the newest block that opened (the head's lower bound).
+    pub(super) fn persisted_until(&self) -> Option<i64> {
+        self.blocks.iter().map(|b| b.max_time()).max()
+    }
+}
+
+/// First half of open, read-only (it runs before the WAL lock is taken, so
+/// it must not touch a directory another process may own): opens every
+/// `<ulid>/` with a `meta.json` and notes `*.tmp*` leftovers and blocks
+/// that fail to open.
+pub(super) fn scan_blocks(dir: &Path) -> Result<Scan, StorageError> {
+    let mut scan = Scan {
+        blocks: Vec::new(),
+        failed: Vec::new(),
+        leftovers: Vec::new(),
+    };
     for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let e = e.map_err(io_err(dir))?;
         let path = e.path();
@@ -111,9 +125,7 @@ pub(super) fn load_blocks(
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some((stem, _)) = name.split_once(TMP_SUFFIX) {
             if stem.parse::<Ulid>().is_ok() {
-                tracing::warn!(dir = %path.display(), "removing unfinished block directory");
-                std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
-                report.leftovers_removed += 1;
+                scan.leftovers.push(path);
             }
             continue;
         }
@@ -127,21 +139,44 @@ pub(super) fn load_blocks(
             continue;
         }
         match Block::open(&path) {
-            Ok(b) => blocks.push(Arc::new(b)),
-            Err(error) => {
-                let aside = dir.join(format!("{name}.corrupt"));
-                tracing::error!(dir = %path.display(), %error, moved_to = %aside.display(),
-                    "block cannot be opened; moving it aside and not serving it");
-                std::fs::rename(&path, &aside).map_err(io_err(&path))?;
-                report.corrupt_blocks.push((path, error.to_string()));
-            }
+            Ok(b) => scan.blocks.push(Arc::new(b)),
+            Err(error) => scan.failed.push((path, error.to_string())),
         }
     }
+    Ok(scan)
+}
+
+/// Second half of open, under the WAL lock: removes `*.tmp*` leftovers,
+/// moves blocks that failed to open aside to `<ulid>.corrupt` (so they are
+/// neither served nor planned for compaction), and deletes blocks that an
+/// interrupted compaction had already merged into another. Returns the
+/// blocks to serve, sorted by (min time, id).
+pub(super) fn tidy_blocks(
+    scan: Scan,
+    compactor: &Compactor,
+    report: &mut OpenReport,
+) -> Result<Vec<Arc<Block>>, StorageError> {
+    for path in scan.leftovers {
+        tracing::warn!(dir = %path.display(), "removing unfinished block directory");
+        std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        report.leftovers_removed += 1;
+    }
+    for (path, error) in scan.failed {
+        let mut aside = path.clone().into_os_string();
+        aside.push(".corrupt");
+        let aside = PathBuf::from(aside);
+        tracing::error!(dir = %path.display(), %error, moved_to = %aside.display(),
+            "block cannot be opened; moving it aside and not serving it");
+        std::fs::rename(&path, &aside).map_err(io_err(&path))?;
+        report.corrupt_blocks.push((path, error));
+    }
     // A crash between writing a compacted block and deleting its sources
-    // leaves both; the sources would be read twice.
+    // leaves both; the sources would be read twice. (They end no later than
+    // the merged block, so the head's lower bound is unaffected.)
     let parents = compactor.cleanup()?;
     report.leftovers_removed += parents.len();
     let parents: HashSet<Ulid> = parents.into_iter().collect();
+    let mut blocks = scan.blocks;
     blocks.retain(|b| !parents.contains(&b.id()));
     blocks.sort_by_key(|b| (b.min_time(), b.id()));
     report.blocks = blocks.len();

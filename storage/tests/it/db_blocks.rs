@@ -234,7 +234,6 @@ fn corrupt_and_unfinished_blocks_are_skipped_on_open() {
     let id = blocks[0].id().to_string();
     drop(blocks);
     let want = dump(&db, i64::MIN, i64::MAX);
-    drop(db);
     // An unfinished write, and a second copy of the block whose index is
     // garbage.
     let tmp = dir.path().join("01HF0000000000000000000000.tmp");
@@ -247,6 +246,10 @@ fn corrupt_and_unfinished_blocks_are_skipped_on_open() {
     std::fs::create_dir_all(bad.join("chunks")).unwrap();
     std::fs::write(bad.join("index"), b"not an index").unwrap();
 
+    // While another Db owns the directory, open fails without touching it.
+    assert!(Db::open(dir.path(), opts()).is_err());
+    assert!(tmp.exists() && bad.exists());
+    drop(db);
     let db = Db::open(dir.path(), opts()).unwrap();
     let rep = db.open_report();
     assert_eq!(rep.blocks, 1);

@@ -212,7 +212,10 @@ fn sigkill_during_head_persistence_and_compaction() {
     // nothing else is partial.
     let m = Matcher::new(MatchType::Equal, "__name__", "blocks_crash").unwrap();
     let mut got: BTreeMap<(u64, i64), BTreeMap<u64, u64>> = BTreeMap::new();
-    for s in db.select(i64::MIN, i64::MAX, &[m.clone()], None).unwrap() {
+    for s in db
+        .select(i64::MIN, i64::MAX, std::slice::from_ref(&m), None)
+        .unwrap()
+    {
         let w: u64 = s.labels.get("writer").unwrap().parse().unwrap();
         let k: u64 = s.labels.get("s").unwrap().parse().unwrap();
         let mut it = s.iter();
