@@ -280,7 +280,7 @@ fn count_values(
     label: &str,
 ) -> Result<Val, QueryError> {
     if !is_valid_label_name(label) {
-        return Err(QueryError::bad(format!(
+        return Err(QueryError::exec(format!(
             "invalid label name {}",
             pharos_storage::labels::go_quote(label)
         )));
@@ -342,10 +342,10 @@ fn select_k(
         let p = param.get(step).copied().unwrap_or(f64::NAN);
         if a.op == AggregateOp::LimitRatio {
             if p.is_nan() {
-                return Err(QueryError::bad("Ratio value is NaN"));
+                return Err(QueryError::exec("Ratio value is NaN"));
             }
         } else if p.is_nan() {
-            return Err(QueryError::bad("Parameter value is NaN"));
+            return Err(QueryError::exec("Parameter value is NaN"));
         }
         if vals.is_empty() {
             continue;

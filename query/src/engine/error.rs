@@ -5,12 +5,13 @@
 /// Why a query failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum QueryError {
-    /// The query is invalid for reasons found before or during evaluation
-    /// (bad arguments, invalid label names). API type `bad_data`.
+    /// The query or its parameters are invalid (type errors, disabled
+    /// features, bad step or range). API type `bad_data`.
     #[error("{0}")]
     BadData(String),
-    /// Evaluation failed (cardinality violations, duplicate label sets).
-    /// API type `execution`.
+    /// Evaluation failed (cardinality violations, duplicate label sets,
+    /// invalid function arguments found at run time). API type `execution`,
+    /// as Prometheus reports every runtime error.
     #[error("{0}")]
     Execution(String),
     /// The query would hold more than `max_samples` samples at once.

@@ -354,7 +354,7 @@ impl<'a> Evaluator<'a> {
             Duration::Expr(e) => {
                 let secs = self.duration_expr(e)?;
                 if !secs.is_finite() {
-                    return Err(QueryError::bad(format!(
+                    return Err(QueryError::exec(format!(
                         "duration expression evaluates to a non-finite value: {secs}"
                     )));
                 }
@@ -383,13 +383,13 @@ impl<'a> Evaluator<'a> {
                     DurationOp::Mul => a * b,
                     DurationOp::Div => {
                         if b == 0.0 {
-                            return Err(QueryError::bad("division by zero"));
+                            return Err(QueryError::exec("division by zero"));
                         }
                         a / b
                     }
                     DurationOp::Mod => {
                         if b == 0.0 {
-                            return Err(QueryError::bad("modulo by zero"));
+                            return Err(QueryError::exec("modulo by zero"));
                         }
                         a % b
                     }
@@ -720,7 +720,7 @@ impl<'a> Evaluator<'a> {
             None => self.opts.default_subquery_step_ms,
         };
         if step <= 0 {
-            return Err(QueryError::bad(format!(
+            return Err(QueryError::exec(format!(
                 "zero or negative step in subquery: {step}ms"
             )));
         }

@@ -73,12 +73,12 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             let src = string_arg(ev, c.args.get(3).ok_or_else(wrong)?, name)?;
             let re_s = string_arg(ev, c.args.get(4).ok_or_else(wrong)?, name)?;
             let re = regex::Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
-                QueryError::bad(format!(
+                QueryError::exec(format!(
                     "invalid regular expression in label_replace(): {re_s}: {e}"
                 ))
             })?;
             if !is_valid_label_name(&dst) {
-                return Err(QueryError::bad(format!(
+                return Err(QueryError::exec(format!(
                     "invalid destination label name in label_replace(): {dst}"
                 )));
             }
@@ -106,14 +106,14 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             for a in c.args.iter().skip(3) {
                 let s = string_arg(ev, a, name)?;
                 if !is_valid_label_name(&s) {
-                    return Err(QueryError::bad(format!(
+                    return Err(QueryError::exec(format!(
                         "invalid source label name in label_join(): {s}"
                     )));
                 }
                 srcs.push(s);
             }
             if !is_valid_label_name(&dst) {
-                return Err(QueryError::bad(format!(
+                return Err(QueryError::exec(format!(
                     "invalid destination label name in label_join(): {dst}"
                 )));
             }

@@ -193,13 +193,13 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             let tf = scalar_arg(ev, c.args.get(2).ok_or_else(wrong)?, name)?;
             for (&s, &t) in sf.iter().zip(&tf) {
                 if s <= 0.0 || s >= 1.0 {
-                    return Err(QueryError::bad(format!(
+                    return Err(QueryError::exec(format!(
                         "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
                         format_f6(s)
                     )));
                 }
                 if t <= 0.0 || t >= 1.0 {
-                    return Err(QueryError::bad(format!(
+                    return Err(QueryError::exec(format!(
                         "invalid trend factor. Expected: 0 < tf < 1, got: {}",
                         format_f6(t)
                     )));
