@@ -10,7 +10,9 @@
 //! (targets, reloads, file_sd), [`api`] (`/api/v1/targets` JSON types).
 //! Must not: serve HTTP routes itself or reach into storage directly.
 
+pub mod client;
 pub mod config;
 pub mod exposition;
 pub mod relabel;
+pub mod scrape_loop;
 pub mod target;

@@ -1,0 +1,667 @@
+//! One target's scrape loop: wait for the target's phase, then every
+//! interval fetch, parse, label, relabel and limit the samples, detect
+//! series that disappeared (staleness markers), add the report series
+//! (`up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+//! `scrape_samples_post_metric_relabeling`, `scrape_series_added`) and hand
+//! one batch per scrape to the [`WriteSink`].
+//!
+//! Owns: [`process_body`] (pure: body → batch, testable without a
+//! network) and [`run`] (the timed loop). Must not: decide which targets
+//! exist (the manager does).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use pharos_storage::chunk::STALE_NAN;
+use pharos_storage::labels::{is_valid_label_name, is_valid_metric_name, Labels};
+use tokio::sync::watch;
+
+use super::client::Client;
+use super::config::JobSettings;
+use super::exposition::{Entry, Format, MetricType, Parser};
+use super::relabel;
+use super::target::Target;
+use crate::sink::{MetricMeta, WriteSink};
+
+/// Why the samples of a scrape were refused as a whole.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("{0}")]
+    Parse(#[from] super::exposition::ParseError),
+    #[error("sample limit exceeded (limit {0})")]
+    SampleLimit(u64),
+    #[error("label_limit exceeded (metric: {metric}, number of labels: {count}, limit: {limit})")]
+    LabelLimit {
+        metric: String,
+        count: usize,
+        limit: u64,
+    },
+    #[error(
+        "label_name_length_limit exceeded (metric: {metric}, label name: {name}, limit: {limit})"
+    )]
+    LabelNameLength {
+        metric: String,
+        name: String,
+        limit: u64,
+    },
+    #[error("label_value_length_limit exceeded (metric: {metric}, label name: {name}, value: {value:?}, limit: {limit})")]
+    LabelValueLength {
+        metric: String,
+        name: String,
+        value: String,
+        limit: u64,
+    },
+    #[error("label name {name:?} is not unique in {metric}")]
+    DuplicateLabel { metric: String, name: String },
+    #[error("invalid metric name or label names: {0}")]
+    InvalidLabels(String),
+}
+
+/// Health as `/api/v1/targets` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// What the API shows about a target; updated after every scrape.
+#[derive(Debug, Clone)]
+pub struct TargetStatus {
+    pub health: Health,
+    pub last_error: String,
+    pub last_scrape: Option<SystemTime>,
+    pub last_duration: Duration,
+    /// Metric family → metadata, from the last successful scrape.
+    pub metadata: HashMap<String, MetricMeta>,
+    /// Exemplars seen in the last scrape (OpenMetrics bodies only).
+    pub exemplars: usize,
+}
+
+impl Default for TargetStatus {
+    fn default() -> Self {
+        TargetStatus {
+            health: Health::Unknown,
+            last_error: String::new(),
+            last_scrape: None,
+            last_duration: Duration::ZERO,
+            metadata: HashMap::new(),
+            exemplars: 0,
+        }
+    }
+}
+
+/// The samples one scrape produced, before report series.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub samples: Vec<(Labels, i64, f64)>,
+    /// Series whose samples carried no explicit timestamp: the ones whose
+    /// disappearance produces a staleness marker.
+    pub tracked: HashSet<Labels>,
+    /// Sample lines in the body.
+    pub scraped: usize,
+    pub metadata: HashMap<String, MetricMeta>,
+    pub exemplars: usize,
+}
+
+/// Attaches target labels to a scraped series, as Prometheus does: with
+/// `honor_labels` the scraped value wins; otherwise the target's wins and a
+/// clashing scraped label is kept as `exported_<name>` (prefix repeated
+/// until free).
+pub fn attach_target_labels(
+    scraped: &mut Vec<(String, String)>,
+    target: &Labels,
+    honor_labels: bool,
+) {
+    for (name, value) in target.iter() {
+        let pos = scraped.iter().position(|(n, _)| n == name);
+        match pos {
+            Some(_) if honor_labels => {}
+            Some(i) => {
+                let mut exported = format!("exported_{name}");
+                while scraped.iter().any(|(n, _)| *n == exported) {
+                    exported = format!("exported_{exported}");
+                }
+                let old = std::mem::take(&mut scraped[i].1);
+                scraped[i] = (name.to_string(), value.to_string());
+                scraped.push((exported, old));
+            }
+            None => scraped.push((name.to_string(), value.to_string())),
+        }
+    }
+}
+
+fn meta_entry<'m>(m: &'m mut HashMap<String, MetricMeta>, family: &str) -> &'m mut MetricMeta {
+    m.entry(family.to_string()).or_insert_with(|| MetricMeta {
+        kind: MetricType::Unknown.as_str(),
+        help: String::new(),
+        unit: String::new(),
+    })
+}
+
+/// Turns a body into a batch: every sample labeled with the target's labels,
+/// metric-relabeled, checked against the job's limits. Any error refuses the
+/// whole scrape, as in Prometheus.
+pub fn process_body(
+    body: &[u8],
+    format: Format,
+    target_labels: &Labels,
+    job: &JobSettings,
+    scrape_ts: i64,
+) -> Result<Batch, ScrapeError> {
+    let mut p = Parser::new(body, format)?;
+    let mut batch = Batch::default();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    while let Some(entry) = p.next_entry()? {
+        let s = match entry {
+            Entry::Sample(s) => s,
+            Entry::Type { family, kind } => {
+                meta_entry(&mut batch.metadata, family).kind = kind.as_str();
+                continue;
+            }
+            Entry::Help { family, text } => {
+                meta_entry(&mut batch.metadata, family).help = text.into_owned();
+                continue;
+            }
+            Entry::Unit { family, unit } => {
+                meta_entry(&mut batch.metadata, family).unit = unit.to_string();
+                continue;
+            }
+        };
+        batch.scraped += 1;
+        if s.exemplar.is_some() {
+            batch.exemplars += 1;
+        }
+        pairs.clear();
+        pairs.push(("__name__".to_string(), s.name.to_string()));
+        for (n, v) in &s.labels {
+            if pairs.iter().any(|(x, _)| x == n) {
+                return Err(ScrapeError::DuplicateLabel {
+                    metric: s.name.to_string(),
+                    name: n.to_string(),
+                });
+            }
+            pairs.push((n.to_string(), v.to_string()));
+        }
+        attach_target_labels(&mut pairs, target_labels, job.honor_labels);
+        let mut labels = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        if !job.metric_relabel_configs.is_empty() {
+            match relabel::process(&labels, &job.metric_relabel_configs) {
+                Some(l) if !l.is_empty() => labels = l,
+                _ => continue,
+            }
+        }
+        check_labels(&labels, job)?;
+        let explicit = if job.honor_timestamps {
+            s.timestamp_ms
+        } else {
+            None
+        };
+        if explicit.is_none() {
+            batch.tracked.insert(labels.clone());
+        }
+        batch
+            .samples
+            .push((labels, explicit.unwrap_or(scrape_ts), s.value));
+        if job.sample_limit > 0 && batch.samples.len() as u64 > job.sample_limit {
+            return Err(ScrapeError::SampleLimit(job.sample_limit));
+        }
+    }
+    Ok(batch)
+}
+
+fn check_labels(labels: &Labels, job: &JobSettings) -> Result<(), ScrapeError> {
+    let metric = || labels.metric_name().unwrap_or("").to_string();
+    if !labels.metric_name().is_some_and(is_valid_metric_name)
+        || labels.iter().any(|(n, _)| !is_valid_label_name(n))
+    {
+        return Err(ScrapeError::InvalidLabels(labels.to_string()));
+    }
+    if job.label_limit > 0 {
+        let count = labels.len();
+        if count as u64 > job.label_limit {
+            return Err(ScrapeError::LabelLimit {
+                metric: metric(),
+                count,
+                limit: job.label_limit,
+            });
+        }
+    }
+    if job.label_name_length_limit > 0 || job.label_value_length_limit > 0 {
+        for (n, v) in labels.iter() {
+            if job.label_name_length_limit > 0 && n.len() as u64 > job.label_name_length_limit {
+                return Err(ScrapeError::LabelNameLength {
+                    metric: metric(),
+                    name: n.to_string(),
+                    limit: job.label_name_length_limit,
+                });
+            }
+            if job.label_value_length_limit > 0 && v.len() as u64 > job.label_value_length_limit {
+                return Err(ScrapeError::LabelValueLength {
+                    metric: metric(),
+                    name: n.to_string(),
+                    value: v.to_string(),
+                    limit: job.label_value_length_limit,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The five report series of one scrape.
+pub fn report_samples(
+    target_labels: &Labels,
+    ts: i64,
+    up: bool,
+    duration: Duration,
+    scraped: usize,
+    post_relabel: usize,
+    added: usize,
+) -> Vec<(Labels, i64, f64)> {
+    let vals = [
+        ("up", if up { 1.0 } else { 0.0 }),
+        ("scrape_duration_seconds", duration.as_secs_f64()),
+        ("scrape_samples_scraped", scraped as f64),
+        ("scrape_samples_post_metric_relabeling", post_relabel as f64),
+        ("scrape_series_added", added as f64),
+    ];
+    vals.into_iter()
+        .map(|(name, v)| (report_labels(target_labels, name), ts, v))
+        .collect()
+}
+
+fn report_labels(target_labels: &Labels, name: &str) -> Labels {
+    let mut b = target_labels.builder();
+    b.set("__name__", name);
+    b.build()
+}
+
+/// What a loop is told by the manager.
+#[derive(Debug, Clone)]
+pub enum Control {
+    Run(Arc<JobSettings>, Box<Target>),
+    /// Stop; with `stale`, mark every series of the target stale first (the
+    /// target went away). Without, the series simply stop (shutdown).
+    Stop {
+        stale: bool,
+    },
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Mutable state carried from one scrape to the next.
+pub struct LoopState {
+    pub status: Arc<RwLock<TargetStatus>>,
+    /// Series of the previous scrape (staleness tracking).
+    prev: HashSet<Labels>,
+    /// Metadata last sent to the sink, to send only changes.
+    sent_meta: HashMap<String, MetricMeta>,
+}
+
+impl LoopState {
+    pub fn new(status: Arc<RwLock<TargetStatus>>) -> LoopState {
+        LoopState {
+            status,
+            prev: HashSet::new(),
+            sent_meta: HashMap::new(),
+        }
+    }
+
+    /// Series tracked for staleness right now.
+    pub fn tracked(&self) -> &HashSet<Labels> {
+        &self.prev
+    }
+
+    /// Folds one scrape outcome into a batch for the sink (samples, report
+    /// series, staleness markers) and updates the status.
+    pub fn complete(
+        &mut self,
+        target_labels: &Labels,
+        ts: i64,
+        started: SystemTime,
+        duration: Duration,
+        outcome: Result<Batch, String>,
+    ) -> (Vec<(Labels, i64, f64)>, Vec<(String, MetricMeta)>) {
+        let (mut out, up, scraped, post, added, err, tracked, meta, exemplars) = match outcome {
+            Ok(b) => {
+                let added = b.tracked.iter().filter(|l| !self.prev.contains(*l)).count();
+                let post = b.samples.len();
+                (
+                    b.samples,
+                    true,
+                    b.scraped,
+                    post,
+                    added,
+                    String::new(),
+                    b.tracked,
+                    Some(b.metadata),
+                    b.exemplars,
+                )
+            }
+            Err(e) => (Vec::new(), false, 0, 0, 0, e, HashSet::new(), None, 0),
+        };
+        for gone in self.prev.difference(&tracked) {
+            out.push((gone.clone(), ts, STALE_NAN));
+        }
+        self.prev = tracked;
+        out.extend(report_samples(
+            target_labels,
+            ts,
+            up,
+            duration,
+            scraped,
+            post,
+            added,
+        ));
+        let mut meta_changes = Vec::new();
+        {
+            let mut st = self.status.write();
+            st.health = if up { Health::Up } else { Health::Down };
+            st.last_error = err;
+            st.last_scrape = Some(started);
+            st.last_duration = duration;
+            st.exemplars = exemplars;
+            if let Some(m) = meta {
+                for (k, v) in &m {
+                    if self.sent_meta.get(k) != Some(v) {
+                        meta_changes.push((k.clone(), v.clone()));
+                    }
+                }
+                self.sent_meta = m.clone();
+                st.metadata = m;
+            }
+        }
+        (out, meta_changes)
+    }
+
+    /// The batch written when the target goes away: every tracked series
+    /// and the report series marked stale.
+    pub fn end_of_run(&mut self, target_labels: &Labels, ts: i64) -> Vec<(Labels, i64, f64)> {
+        let mut out: Vec<_> = self.prev.drain().map(|l| (l, ts, STALE_NAN)).collect();
+        if self.status.read().last_scrape.is_some() {
+            for (l, _, _) in report_samples(target_labels, ts, false, Duration::ZERO, 0, 0, 0) {
+                out.push((l, ts, STALE_NAN));
+            }
+        }
+        out
+    }
+}
+
+async fn write(
+    sink: &Arc<dyn WriteSink>,
+    batch: Vec<(Labels, i64, f64)>,
+    meta: Vec<(String, MetricMeta)>,
+) -> Result<(), String> {
+    let sink = Arc::clone(sink);
+    let res = tokio::task::spawn_blocking(move || {
+        if !meta.is_empty() {
+            sink.write_metadata(meta);
+        }
+        sink.write(&batch).map(|_| ())
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("append task failed: {e}")),
+    }
+}
+
+/// Runs a target's loop until told to stop. `seed` spreads targets (see
+/// [`Target::offset`]).
+pub async fn run(
+    mut control: watch::Receiver<Control>,
+    sink: Arc<dyn WriteSink>,
+    mut state: LoopState,
+    seed: u64,
+) {
+    let (mut job, mut target) = match control.borrow_and_update().clone() {
+        Control::Run(j, t) => (j, *t),
+        Control::Stop { .. } => return,
+    };
+    let mut client = Client::new(&job);
+    let mut series_labels = target.series_labels();
+    let first = target.offset(seed, u64::try_from(now_ms()).unwrap_or(0));
+    let mut next = tokio::time::Instant::now() + first;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            changed = control.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                match control.borrow_and_update().clone() {
+                    Control::Run(j, t) => {
+                        let rephase = t.interval != target.interval;
+                        if *j != *job {
+                            client = Client::new(&j);
+                        }
+                        job = j;
+                        target = *t;
+                        series_labels = target.series_labels();
+                        if rephase {
+                            next = tokio::time::Instant::now()
+                                + target.offset(seed, u64::try_from(now_ms()).unwrap_or(0));
+                        }
+                    }
+                    Control::Stop { stale } => {
+                        if stale {
+                            let batch = state.end_of_run(&series_labels, now_ms());
+                            if !batch.is_empty() {
+                                if let Err(e) = write(&sink, batch, Vec::new()).await {
+                                    tracing::warn!(target = %target.url, error = %e, "writing staleness markers failed");
+                                }
+                            }
+                        }
+                        return;
+                    }
+                }
+                continue;
+            }
+        }
+        next += target.interval;
+        let started = SystemTime::now();
+        let ts = now_ms();
+        let t0 = Instant::now();
+        let outcome = match &mut client {
+            Ok(c) => match c
+                .fetch(&target.url, &job, target.timeout, job.body_size_limit)
+                .await
+            {
+                Ok(f) => {
+                    let format = Format::from_content_type(f.content_type.as_deref());
+                    process_body(&f.body, format, &series_labels, &job, ts)
+                        .map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.clone()),
+        };
+        let duration = t0.elapsed();
+        let (batch, meta) = state.complete(&series_labels, ts, started, duration, outcome);
+        if let Err(e) = write(&sink, batch, meta).await {
+            let mut st = state.status.write();
+            st.health = Health::Down;
+            st.last_error = format!("appending scraped samples: {e}");
+        }
+        // A slow scrape must not queue up missed ticks.
+        let now = tokio::time::Instant::now();
+        while next <= now {
+            next += target.interval;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scrape::config::ScrapeFile;
+    use pharos_storage::chunk::is_stale_nan;
+    use std::path::Path;
+
+    fn job(extra: &str) -> JobSettings {
+        let y = format!("scrape_configs:\n  - job_name: j\n{extra}");
+        let f = ScrapeFile::parse(&y, Path::new("p.yml")).unwrap();
+        f.settings(Path::new("p.yml")).jobs.remove(0)
+    }
+
+    fn target() -> Labels {
+        Labels::from_pairs([("job", "j"), ("instance", "h:1")])
+    }
+
+    #[test]
+    fn target_labels_and_exported_prefix() {
+        let body = b"m{job=\"inner\",instance=\"x\",exported_job=\"e\",a=\"1\"} 1\nn 2 5000\n";
+        let b = process_body(body, Format::PromText, &target(), &job(""), 9000).unwrap();
+        assert_eq!(
+            b.samples[0].0,
+            Labels::from_pairs([
+                ("__name__", "m"),
+                ("a", "1"),
+                ("exported_exported_job", "inner"),
+                ("exported_instance", "x"),
+                ("exported_job", "e"),
+                ("instance", "h:1"),
+                ("job", "j"),
+            ])
+        );
+        assert_eq!(b.samples[0].1, 9000);
+        // Explicit timestamps are honored and such series are not tracked.
+        assert_eq!(b.samples[1].1, 5000);
+        assert_eq!(b.tracked.len(), 1);
+        let honor = process_body(
+            body,
+            Format::PromText,
+            &target(),
+            &job("    honor_labels: true\n    honor_timestamps: false\n"),
+            9000,
+        )
+        .unwrap();
+        assert_eq!(honor.samples[0].0.get("job"), Some("inner"));
+        assert_eq!(honor.samples[0].0.get("instance"), Some("x"));
+        assert_eq!(honor.samples[1].1, 9000);
+        assert_eq!(honor.tracked.len(), 2);
+    }
+
+    #[test]
+    fn metric_relabeling_and_limits() {
+        let body = b"# TYPE keep_me counter\n# HELP keep_me Help.\nkeep_me{a=\"1\"} 1\ndrop_me 2\n";
+        let j = job("    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: drop_.*\n        action: drop\n");
+        let b = process_body(body, Format::PromText, &target(), &j, 1).unwrap();
+        assert_eq!(b.scraped, 2);
+        assert_eq!(b.samples.len(), 1);
+        assert_eq!(b.metadata["keep_me"].kind, "counter");
+        assert_eq!(b.metadata["keep_me"].help, "Help.");
+        let limited = |extra: &str| process_body(body, Format::PromText, &target(), &job(extra), 1);
+        assert_eq!(
+            limited("    sample_limit: 1\n").unwrap_err(),
+            ScrapeError::SampleLimit(1)
+        );
+        assert!(limited("    sample_limit: 2\n").is_ok());
+        assert!(matches!(
+            limited("    label_limit: 3\n"),
+            Err(ScrapeError::LabelLimit { count: 4, .. })
+        ));
+        assert!(matches!(
+            limited("    label_name_length_limit: 5\n"),
+            Err(ScrapeError::LabelNameLength { .. })
+        ));
+        assert!(matches!(
+            limited("    label_value_length_limit: 4\n"),
+            Err(ScrapeError::LabelValueLength { .. })
+        ));
+        let dup = process_body(
+            b"m{a=\"1\",a=\"2\"} 1\n",
+            Format::PromText,
+            &target(),
+            &job(""),
+            1,
+        );
+        assert!(matches!(dup, Err(ScrapeError::DuplicateLabel { .. })));
+        let bad = job("    metric_relabel_configs:\n      - regex: '(.*)'\n        source_labels: [a]\n        target_label: __name__\n        replacement: '1bad'\n");
+        assert!(matches!(
+            process_body(b"m{a=\"1\"} 1\n", Format::PromText, &target(), &bad, 1),
+            Err(ScrapeError::InvalidLabels(_))
+        ));
+    }
+
+    #[test]
+    fn staleness_and_report_series() {
+        let st = Arc::new(RwLock::new(TargetStatus::default()));
+        let mut s = LoopState::new(Arc::clone(&st));
+        let j = job("");
+        let t = target();
+        let now = SystemTime::now();
+        let b1 = process_body(b"a 1\nb 2\n", Format::PromText, &t, &j, 1000).unwrap();
+        let (out, _) = s.complete(&t, 1000, now, Duration::from_millis(5), Ok(b1));
+        let get = |out: &[(Labels, i64, f64)], name: &str| {
+            out.iter()
+                .find(|(l, _, _)| l.metric_name() == Some(name))
+                .map(|x| x.2)
+        };
+        assert_eq!(get(&out, "up"), Some(1.0));
+        assert_eq!(get(&out, "scrape_samples_scraped"), Some(2.0));
+        assert_eq!(get(&out, "scrape_series_added"), Some(2.0));
+        assert_eq!(get(&out, "scrape_duration_seconds"), Some(0.005));
+        assert_eq!(st.read().health, Health::Up);
+        // b disappears: one staleness marker; nothing new added.
+        let b2 = process_body(b"a 1\n", Format::PromText, &t, &j, 2000).unwrap();
+        let (out, _) = s.complete(&t, 2000, now, Duration::ZERO, Ok(b2));
+        assert!(get(&out, "b").is_some_and(is_stale_nan));
+        assert_eq!(get(&out, "scrape_series_added"), Some(0.0));
+        // A failed scrape: up 0 and everything stale.
+        let (out, _) = s.complete(
+            &t,
+            3000,
+            now,
+            Duration::ZERO,
+            Err("connection refused".into()),
+        );
+        assert_eq!(get(&out, "up"), Some(0.0));
+        assert!(get(&out, "a").is_some_and(is_stale_nan));
+        assert_eq!(st.read().last_error, "connection refused");
+        assert_eq!(st.read().health, Health::Down);
+        // Back up, then the target goes away: series and report series stale.
+        let b4 = process_body(b"a 1\n", Format::PromText, &t, &j, 4000).unwrap();
+        s.complete(&t, 4000, now, Duration::ZERO, Ok(b4));
+        let end = s.end_of_run(&t, 5000);
+        assert_eq!(end.len(), 6);
+        assert!(end.iter().all(|(_, ts, v)| *ts == 5000 && is_stale_nan(*v)));
+        for (l, _, _) in &end {
+            assert_eq!(l.get("job"), Some("j"));
+        }
+    }
+
+    #[test]
+    fn metadata_changes_are_sent_once() {
+        let st = Arc::new(RwLock::new(TargetStatus::default()));
+        let mut s = LoopState::new(st);
+        let j = job("");
+        let t = target();
+        let body = b"# TYPE a gauge\na 1\n";
+        let b = process_body(body, Format::PromText, &t, &j, 1).unwrap();
+        let (_, meta) = s.complete(&t, 1, SystemTime::now(), Duration::ZERO, Ok(b));
+        assert_eq!(meta.len(), 1);
+        let b = process_body(body, Format::PromText, &t, &j, 2).unwrap();
+        let (_, meta) = s.complete(&t, 2, SystemTime::now(), Duration::ZERO, Ok(b));
+        assert!(meta.is_empty());
+    }
+}
