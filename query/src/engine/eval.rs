@@ -464,12 +464,19 @@ impl<'a> Evaluator<'a> {
                 } else {
                     it.next()
                 };
-                while vt == SampleType::Float {
-                    let (t, v) = it.at();
-                    if t > maxt {
-                        break;
+                // Exhaustive on purpose: a histogram sample kind added to
+                // storage must be handled here, not end the series early.
+                loop {
+                    match vt {
+                        SampleType::Float => {
+                            let (t, v) = it.at();
+                            if t > maxt {
+                                break;
+                            }
+                            buf.push((t, v));
+                        }
+                        SampleType::None => break,
                     }
-                    buf.push((t, v));
                     vt = it.next();
                 }
                 if let Some(e) = it.err() {
@@ -481,8 +488,11 @@ impl<'a> Evaluator<'a> {
             }
         } else {
             let mut it = s.iter_range(mint, maxt);
-            while it.next() == SampleType::Float {
-                buf.push(it.at());
+            loop {
+                match it.next() {
+                    SampleType::Float => buf.push(it.at()),
+                    SampleType::None => break,
+                }
             }
             if let Some(e) = it.err() {
                 return Err(QueryError::Storage(format!(
