@@ -590,3 +590,31 @@ mod range_matches_instant {
         }
     }
 }
+
+#[test]
+fn extreme_inputs_fail_cleanly_or_succeed() {
+    let f = counters();
+    for q in [
+        "metric_total offset 10000y",
+        "metric_total @ -9999999999",
+        "rate(metric_total[1y] offset -1000y)",
+        "count_over_time(metric_total[1y:1ms])",
+        "sum_over_time(metric_total[1ms:1ms])",
+        "metric_total[1s:1h]",
+        "histogram_quantile(NaN, metric_total)",
+        "label_replace(metric_total, \"a\", \"$99\", \"job\", \"(.*)\")",
+        "topk(1e300, metric_total)",
+        "limitk(-1, metric_total)",
+        "quantile(2, metric_total)",
+        "round(metric_total, 0)",
+        "clamp(metric_total, 10, 1)",
+        "predict_linear(metric_total[1m], -1e308)",
+    ] {
+        let e = parse_with(q, &ParseOptions::all()).expect("test query parses");
+        for t in [i64::MIN / 4, -1, 0, 600_000, i64::MAX / 4] {
+            // Either outcome is fine; what matters is no panic and no hang.
+            let _ = engine().instant_query(&f, &e, t);
+        }
+        let _ = engine().range_query(&f, &e, -60_000, 660_000, 1_000);
+    }
+}
