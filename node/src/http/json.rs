@@ -82,6 +82,26 @@ pub fn write_ts(out: &mut String, t: i64) {
     }
 }
 
+/// Appends `t / 1000` as Go's `encoding/json` writes a float64: shortest
+/// round-trip digits, exponent form only outside `[1e-6, 1e21)`.
+pub fn write_float_secs(out: &mut String, t: i64) {
+    let f = t as f64 / 1000.0;
+    let a = f.abs();
+    if a != 0.0 && !(1e-6..1e21).contains(&a) {
+        // Go: 'e' format with at least two exponent digits (1e+21, 1e-07).
+        let s = format!("{f:e}");
+        if let Some((m, e)) = s.split_once('e') {
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            let _ = write!(out, "{m}e{sign}{digits:0>2}");
+            return;
+        }
+    }
+    let _ = write!(out, "{f}");
+}
+
 /// Appends `{"name":"value",…}` in label order.
 pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('{');
@@ -123,10 +143,19 @@ pub fn write_query_data(out: &mut String, value: &Value) {
     write_str(out, value.type_name());
     out.push_str(r#","result":"#);
     match value {
-        Value::Scalar { t, v } => write_point(out, *t, *v),
+        // Prometheus encodes scalar and string results with Go's float64
+        // JSON encoding of the seconds (`1.25`, not `1.250`), unlike the
+        // points of vectors and matrices.
+        Value::Scalar { t, v } => {
+            out.push('[');
+            write_float_secs(out, *t);
+            out.push(',');
+            write_value(out, *v);
+            out.push(']');
+        }
         Value::String { t, v } => {
             out.push('[');
-            write_ts(out, *t);
+            write_float_secs(out, *t);
             out.push(',');
             write_str(out, v);
             out.push(']');
@@ -286,6 +315,22 @@ mod tests {
         let mut s = String::new();
         write_query_data(&mut s, &Value::Scalar { t: 1, v: 2.0 });
         assert_eq!(s, r#"{"resultType":"scalar","result":[0.001,"2"]}"#);
+        let mut s = String::new();
+        write_query_data(
+            &mut s,
+            &Value::Scalar {
+                t: 1_795_622_742_250,
+                v: -1.0,
+            },
+        );
+        assert_eq!(
+            s,
+            r#"{"resultType":"scalar","result":[1795622742.25,"-1"]}"#
+        );
+        let mut s = String::new();
+        write_float_secs(&mut s, 1);
+        write_float_secs(&mut s, -1_000);
+        assert_eq!(s, "0.001-1");
         let mut s = String::new();
         write_query_data(
             &mut s,

@@ -69,12 +69,22 @@ impl Params {
             .collect()
     }
 
-    /// A time parameter in ms, `default` when absent.
+    /// An optional time parameter in ms, `default` when absent. Errors
+    /// read `invalid parameter "x": Invalid time value for 'x': …`, as
+    /// Prometheus words them for optional times.
     pub fn time(&self, name: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(name) {
             None => Ok(default),
-            Some(s) => parse_time(s).map_err(|e| ApiError::param(name, e)),
+            Some(s) => parse_time(s).map_err(|e| {
+                ApiError::param(name, format!("Invalid time value for '{name}': {e}"))
+            }),
         }
+    }
+
+    /// A required time parameter (`start`/`end` of range queries): errors
+    /// carry no extra wording, as in Prometheus.
+    pub fn required_time(&self, name: &str) -> Result<i64, ApiError> {
+        parse_time(self.get(name).unwrap_or("")).map_err(|e| ApiError::param(name, e))
     }
 
     /// A duration parameter in ms.

@@ -146,24 +146,8 @@ pub async fn range(State(st): State<Arc<AppState>>, req: Request<Body>) -> Respo
     let started = Instant::now();
     let run = async {
         let p = params(&st, req).await?;
-        let start = match p.get("start") {
-            Some(_) => p.time("start", 0)?,
-            None => {
-                return Err(ApiError::param(
-                    "start",
-                    "cannot parse \"\" to a valid timestamp",
-                ))
-            }
-        };
-        let end = match p.get("end") {
-            Some(_) => p.time("end", 0)?,
-            None => {
-                return Err(ApiError::param(
-                    "end",
-                    "cannot parse \"\" to a valid timestamp",
-                ))
-            }
-        };
+        let start = p.required_time("start")?;
+        let end = p.required_time("end")?;
         if end < start {
             return Err(ApiError::param(
                 "end",

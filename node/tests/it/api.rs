@@ -83,7 +83,7 @@ async fn errors_use_the_prometheus_envelope() {
             format!("/api/v1/query?{}", qs(&[("query", "up"), ("time", "nope")])),
             400,
             "bad_data",
-            "invalid parameter \"time\": cannot parse \"nope\" to a valid timestamp",
+            "invalid parameter \"time\": Invalid time value for 'time': cannot parse \"nope\" to a valid timestamp",
         ),
         (
             format!("/api/v1/query?{}", qs(&[("query", "sum(")])),
