@@ -75,7 +75,10 @@ fn check_one(path: &Path) -> FileCheck {
                     if r.kind == RuleKind::Recording {
                         let key = (
                             r.name.clone(),
-                            r.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            r.labels
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
                         );
                         *seen.entry(key).or_default() += 1;
                     }

@@ -39,7 +39,9 @@ fn split(line: &str) -> Option<Line<'_>> {
         }
         _ => (None, indent, rest),
     };
-    let colon = body.find(": ").or_else(|| body.strip_suffix(':').map(|b| b.len()));
+    let colon = body
+        .find(": ")
+        .or_else(|| body.strip_suffix(':').map(|b| b.len()));
     let (key, value_col) = match colon {
         Some(c) if !body.starts_with(['"', '\'', '{', '[']) => {
             let after = &body[c + 1..];

@@ -160,7 +160,8 @@ impl fmt::Display for RuleError {
 
 /// Parses a Prometheus duration (`30s`, `1m`, `1h30m`, `0`).
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
-    pharos_query::parser::parse_duration(s.trim()).map_err(|e| format!("not a valid duration string: {s:?} ({e})"))
+    pharos_query::parser::parse_duration(s.trim())
+        .map_err(|e| format!("not a valid duration string: {s:?} ({e})"))
 }
 
 /// The PromQL options rule expressions are parsed with.
@@ -249,7 +250,11 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<RuleGroup>, Vec<RuleErr
         for (ri, r) in g.rules.iter().enumerate() {
             let rloc = loc.rules.get(rule_cursor).copied();
             rule_cursor += 1;
-            let name = r.record.clone().or_else(|| r.alert.clone()).unwrap_or_default();
+            let name = r
+                .record
+                .clone()
+                .or_else(|| r.alert.clone())
+                .unwrap_or_default();
             let ctx = Some(format!("group {:?}, rule {}, {:?}", g.name, ri + 1, name));
             let name_pos = rloc.map(|l| l.name);
             let expr_pos = rloc.and_then(|l| l.expr);
@@ -258,7 +263,10 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<RuleGroup>, Vec<RuleErr
             };
             let kind = match (&r.record, &r.alert) {
                 (Some(_), Some(_)) => {
-                    bad(name_pos, "only one of 'record' and 'alert' must be set".into());
+                    bad(
+                        name_pos,
+                        "only one of 'record' and 'alert' must be set".into(),
+                    );
                     continue;
                 }
                 (None, None) => {
@@ -283,13 +291,19 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<RuleGroup>, Vec<RuleErr
             };
             if kind == RuleKind::Recording {
                 if !r.annotations.is_empty() {
-                    bad(name_pos, "invalid field 'annotations' in recording rule".into());
+                    bad(
+                        name_pos,
+                        "invalid field 'annotations' in recording rule".into(),
+                    );
                 }
                 if r.for_.is_some() {
                     bad(name_pos, "invalid field 'for' in recording rule".into());
                 }
                 if r.keep_firing_for.is_some() {
-                    bad(name_pos, "invalid field 'keep_firing_for' in recording rule".into());
+                    bad(
+                        name_pos,
+                        "invalid field 'keep_firing_for' in recording rule".into(),
+                    );
                 }
                 if !is_valid_metric_name(&name) {
                     bad(name_pos, format!("invalid recording rule name: {name}"));

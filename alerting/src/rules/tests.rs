@@ -28,16 +28,30 @@ fn valid_file_parses() {
 fn reports_file_line_and_problem() {
     let e = errs("groups:\n  - name: g1\n    rules:\n      - record: job:up:sum\n        expr: sum by (job) (up\n");
     assert_eq!(e.len(), 1);
-    assert!(e[0].starts_with("r.yml: 5:15: group \"g1\", rule 1, \"job:up:sum\": could not parse expression: 1:"), "{}", e[0]);
+    assert!(
+        e[0].starts_with(
+            "r.yml: 5:15: group \"g1\", rule 1, \"job:up:sum\": could not parse expression: 1:"
+        ),
+        "{}",
+        e[0]
+    );
     let e = errs("groups:\n  - name: g1\n    rules:\n      - alert: A\n        expr: up\n        annotations:\n          s: \"{{ $labels.x \"\n");
-    assert!(e[0].contains("annotation \"s\": template: __alert_A:1:"), "{e:?}");
+    assert!(
+        e[0].contains("annotation \"s\": template: __alert_A:1:"),
+        "{e:?}"
+    );
     let e = errs("groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n");
-    assert_eq!(e, vec!["r.yml: 4:5: groupname: \"g\" is repeated in the same file"]);
+    assert_eq!(
+        e,
+        vec!["r.yml: 4:5: groupname: \"g\" is repeated in the same file"]
+    );
     let e = errs("groups:\n  - name: g\n    rules:\n      - record: x\n        alert: y\n        expr: up\n      - record: \"bad name\"\n        expr: up\n        for: 1m\n");
     assert_eq!(e.len(), 3, "{e:?}");
     assert!(e[1].contains("invalid field 'for' in recording rule"));
     assert!(e[2].contains("invalid recording rule name: bad name"));
-    let e = errs("groups:\n  - name: g\n    rules:\n      - record: x\n        expr: up\n        bogus: 1\n");
+    let e = errs(
+        "groups:\n  - name: g\n    rules:\n      - record: x\n        expr: up\n        bogus: 1\n",
+    );
     assert!(e[0].starts_with("r.yml: 6:9: yaml: "), "{e:?}");
     assert!(e[0].contains("bogus"), "{e:?}");
     let e = errs("groups:\n  - name: g\n    rules:\n      - alert: x\n        expr: up\n        labels:\n          bad-label: x\n");
@@ -50,14 +64,21 @@ fn check_report_prints_like_promtool() {
     let good = d.path().join("good.yml");
     std::fs::write(&good, "groups:\n  - name: g\n    rules:\n      - record: a\n        expr: up\n      - record: a\n        expr: up\n").unwrap();
     let bad = d.path().join("bad.yml");
-    std::fs::write(&bad, "groups:\n  - name: g\n    rules:\n      - record: a\n        expr: up(\n").unwrap();
+    std::fs::write(
+        &bad,
+        "groups:\n  - name: g\n    rules:\n      - record: a\n        expr: up(\n",
+    )
+    .unwrap();
     let r = check_rule_files(&[good.clone(), bad.clone()]).unwrap();
     assert!(!r.success());
     let (mut out, mut err) = (Vec::new(), Vec::new());
     r.write(&mut out, &mut err).unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("  SUCCESS: 2 rules found"), "{out}");
-    assert!(out.contains("lint error 1 duplicate rule(s) found."), "{out}");
+    assert!(
+        out.contains("lint error 1 duplicate rule(s) found."),
+        "{out}"
+    );
     let err = String::from_utf8(err).unwrap();
     assert!(err.starts_with("  FAILED:\n"), "{err}");
     assert!(err.contains("could not parse expression"), "{err}");

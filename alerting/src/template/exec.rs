@@ -214,7 +214,10 @@ impl Exec<'_> {
 
     fn root_dot(&self) -> V {
         V::Map(vec![
-            ("ExternalLabels".into(), labels_map(self.data.external_labels)),
+            (
+                "ExternalLabels".into(),
+                labels_map(self.data.external_labels),
+            ),
             ("ExternalURL".into(), V::Str(self.data.external_url.into())),
             ("Labels".into(), labels_map(self.data.labels)),
             ("Value".into(), V::Float(self.data.value)),
@@ -271,9 +274,10 @@ impl Exec<'_> {
                                 V::Nil => Vec::new(),
                                 V::Int(n) => (0..*n).map(|i| (V::Int(i), V::Int(i))).collect(),
                                 other => {
-                                    return Err(
-                                        self.err(format!("range can't iterate over {}", other.to_text()))
-                                    )
+                                    return Err(self.err(format!(
+                                        "range can't iterate over {}",
+                                        other.to_text()
+                                    )))
                                 }
                             };
                             if items.is_empty() {
@@ -356,7 +360,9 @@ impl Exec<'_> {
             }
             Arg::Func(name) => self.call(name, Vec::new()),
             Arg::Str(s) => Ok(V::Str(s.clone())),
-            Arg::Num(n) => parse_number(n).ok_or_else(|| self.err(format!("bad number syntax: {n:?}"))),
+            Arg::Num(n) => {
+                parse_number(n).ok_or_else(|| self.err(format!("bad number syntax: {n:?}")))
+            }
             Arg::Bool(b) => Ok(V::Bool(*b)),
             Arg::Nil => Ok(V::Nil),
             Arg::Pipe(p, fields) => {
@@ -378,14 +384,17 @@ impl Exec<'_> {
                 V::Sample(s) => match f.as_str() {
                     "Labels" => labels_map(&s.labels),
                     "Value" => V::Float(s.value),
-                    _ => return Err(self.err(format!("can't evaluate field {f} in type *template.sample"))),
+                    _ => {
+                        return Err(
+                            self.err(format!("can't evaluate field {f} in type *template.sample"))
+                        )
+                    }
                 },
                 V::Nil => return Err(self.err(format!("nil pointer evaluating .{f}"))),
                 other => {
-                    return Err(self.err(format!(
-                        "can't evaluate field {f} in type {}",
-                        other.kind()
-                    )))
+                    return Err(
+                        self.err(format!("can't evaluate field {f} in type {}", other.kind()))
+                    )
                 }
             };
         }
@@ -403,7 +412,14 @@ impl Exec<'_> {
                 Ok(())
             }
         };
-        let num = |v: &V| -> R<f64> { to_float(v).ok_or_else(|| self.err(format!("error calling {name}: can't convert {} to float", v.to_text()))) };
+        let num = |v: &V| -> R<f64> {
+            to_float(v).ok_or_else(|| {
+                self.err(format!(
+                    "error calling {name}: can't convert {} to float",
+                    v.to_text()
+                ))
+            })
+        };
         let s = |v: &V| -> R<String> {
             match v {
                 V::Str(s) => Ok(s.clone()),
@@ -416,7 +432,9 @@ impl Exec<'_> {
         Ok(match name {
             "and" | "or" => {
                 if n == 0 {
-                    return Err(self.err(format!("wrong number of args for {name}: want at least 1 got 0")));
+                    return Err(self.err(format!(
+                        "wrong number of args for {name}: want at least 1 got 0"
+                    )));
                 }
                 let want_truth = name == "or";
                 let mut last = V::Nil;
@@ -438,7 +456,11 @@ impl Exec<'_> {
                     V::Str(s) => s.len(),
                     V::List(l) => l.len(),
                     V::Map(m) => m.len(),
-                    other => return Err(self.err(format!("error calling len: len of type {}", other.kind()))),
+                    other => {
+                        return Err(
+                            self.err(format!("error calling len: len of type {}", other.kind()))
+                        )
+                    }
                 } as i64)
             }
             "index" => {
@@ -456,11 +478,19 @@ impl Exec<'_> {
                         (V::List(l), idx) => {
                             let i = to_float(idx).unwrap_or(-1.0);
                             if i < 0.0 || i as usize >= l.len() {
-                                return Err(self.err(format!("error calling index: index out of range: {}", idx.to_text())));
+                                return Err(self.err(format!(
+                                    "error calling index: index out of range: {}",
+                                    idx.to_text()
+                                )));
                             }
                             l[i as usize].clone()
                         }
-                        _ => return Err(self.err(format!("error calling index: can't index item of type {}", v.kind()))),
+                        _ => {
+                            return Err(self.err(format!(
+                                "error calling index: can't index item of type {}",
+                                v.kind()
+                            )))
+                        }
                     };
                 }
                 v
@@ -477,7 +507,9 @@ impl Exec<'_> {
                             (Some(x), Some(y)) => x
                                 .partial_cmp(&y)
                                 .ok_or_else(|| self.err("incomparable NaN")),
-                            _ => Err(self.err(format!("error calling {name}: incompatible types for comparison"))),
+                            _ => Err(self.err(format!(
+                                "error calling {name}: incompatible types for comparison"
+                            ))),
                         },
                     }
                 };
@@ -536,7 +568,9 @@ impl Exec<'_> {
                 want(1)?;
                 let v = match &args[0] {
                     V::Str(t) => t.trim().parse::<f64>().map_err(|e| {
-                        self.err(format!("error calling {name}: strconv.ParseFloat: parsing {t:?}: {e}"))
+                        self.err(format!(
+                            "error calling {name}: strconv.ParseFloat: parsing {t:?}: {e}"
+                        ))
                     })?,
                     other => num(other)?,
                 };
@@ -562,18 +596,30 @@ impl Exec<'_> {
             "first" => {
                 want(1)?;
                 match &args[0] {
-                    V::List(l) => match l.first() {
-                        Some(v) => v.clone(),
-                        None => return Err(self.err("error calling first: first() called on vector with no elements")),
-                    },
-                    other => return Err(self.err(format!("error calling first: wrong type {}", other.kind()))),
+                    V::List(l) => {
+                        match l.first() {
+                            Some(v) => v.clone(),
+                            None => return Err(self.err(
+                                "error calling first: first() called on vector with no elements",
+                            )),
+                        }
+                    }
+                    other => {
+                        return Err(
+                            self.err(format!("error calling first: wrong type {}", other.kind()))
+                        )
+                    }
                 }
             }
             "value" => {
                 want(1)?;
                 match &args[0] {
                     V::Sample(s) => V::Float(s.value),
-                    other => return Err(self.err(format!("error calling value: wrong type {}", other.kind()))),
+                    other => {
+                        return Err(
+                            self.err(format!("error calling value: wrong type {}", other.kind()))
+                        )
+                    }
                 }
             }
             "label" => {
@@ -581,14 +627,23 @@ impl Exec<'_> {
                 let l = s(&args[0])?;
                 match &args[1] {
                     V::Sample(smp) => V::Str(smp.labels.get_or_empty(&l).to_string()),
-                    other => return Err(self.err(format!("error calling label: wrong type {}", other.kind()))),
+                    other => {
+                        return Err(
+                            self.err(format!("error calling label: wrong type {}", other.kind()))
+                        )
+                    }
                 }
             }
             "strvalue" => {
                 want(1)?;
                 match &args[0] {
                     V::Sample(smp) => V::Str(smp.labels.get_or_empty("__value__").to_string()),
-                    other => return Err(self.err(format!("error calling strvalue: wrong type {}", other.kind()))),
+                    other => {
+                        return Err(self.err(format!(
+                            "error calling strvalue: wrong type {}",
+                            other.kind()
+                        )))
+                    }
                 }
             }
             "sortByLabel" => {
@@ -610,7 +665,12 @@ impl Exec<'_> {
                         });
                         V::List(items)
                     }
-                    other => return Err(self.err(format!("error calling sortByLabel: wrong type {}", other.kind()))),
+                    other => {
+                        return Err(self.err(format!(
+                            "error calling sortByLabel: wrong type {}",
+                            other.kind()
+                        )))
+                    }
                 }
             }
             "toUpper" | "toLower" | "title" | "safeHtml" | "stripPort" | "stripDomain" => {

@@ -20,7 +20,11 @@ fn special(v: f64) -> Option<String> {
     if v.is_nan() {
         Some("NaN".into())
     } else if v.is_infinite() {
-        Some(if v > 0.0 { "+Inf".into() } else { "-Inf".into() })
+        Some(if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        })
     } else {
         None
     }
@@ -262,7 +266,10 @@ mod tests {
         assert_eq!(humanize_duration(0.0012), "1.2ms");
         assert_eq!(humanize_duration(0.0), "0s");
         assert_eq!(humanize_percentage(0.1234567), "12.35%");
-        assert_eq!(humanize_timestamp(1435065584.128), "2015-06-23 13:19:44.128 +0000 UTC");
+        assert_eq!(
+            humanize_timestamp(1435065584.128),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
         assert_eq!(go_f(1.005, 1), "1.0");
         assert_eq!(go_e(12345.0, 2), "1.23e+04");
     }

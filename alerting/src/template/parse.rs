@@ -149,10 +149,7 @@ impl Lexer<'_> {
             if s[p..].starts_with("}}") {
                 return Some((p + 2, false));
             }
-            if p > 0
-                && b[p - 1].is_ascii_whitespace()
-                && s[p..].starts_with("-}}")
-            {
+            if p > 0 && b[p - 1].is_ascii_whitespace() && s[p..].starts_with("-}}") {
                 return Some((p + 3, true));
             }
             None

@@ -30,24 +30,72 @@ fn run(text: &str, value: f64) -> Result<String, TemplateError> {
 
 #[test]
 fn labels_value_and_functions() {
-    assert_eq!(run("{{ $labels.instance }} is {{ $value }}", 0.5).unwrap(), "host.example.com:9100 is 0.5");
-    assert_eq!(run("{{ .Labels.job }}/{{ $externalLabels.cluster }}", 1.0).unwrap(), "node/eu");
+    assert_eq!(
+        run("{{ $labels.instance }} is {{ $value }}", 0.5).unwrap(),
+        "host.example.com:9100 is 0.5"
+    );
+    assert_eq!(
+        run("{{ .Labels.job }}/{{ $externalLabels.cluster }}", 1.0).unwrap(),
+        "node/eu"
+    );
     assert_eq!(run("{{ humanize $value }}", 1234567.0).unwrap(), "1.235M");
-    assert_eq!(run("{{ $value | humanizePercentage }}", 0.25).unwrap(), "25%");
+    assert_eq!(
+        run("{{ $value | humanizePercentage }}", 0.25).unwrap(),
+        "25%"
+    );
     assert_eq!(run("{{ humanizeDuration 3661 }}", 0.0).unwrap(), "1h 1m 1s");
-    assert_eq!(run(r#"{{ printf "%.2f" $value }}"#, 3.14159).unwrap(), "3.14");
+    assert_eq!(
+        run(r#"{{ printf "%.2f" $value }}"#, 3.14159).unwrap(),
+        "3.14"
+    );
     assert_eq!(run(r#"{{ printf "%s-%d" "a" 3 }}"#, 0.0).unwrap(), "a-3");
-    assert_eq!(run(r#"{{ with query "up" }}{{ . | first | value }}{{ end }}"#, 0.0).unwrap(), "42.5");
-    assert_eq!(run(r#"{{ range query "up" }}{{ .Labels.job }}={{ .Value }}{{ end }}"#, 0.0).unwrap(), "j=42.5");
-    assert_eq!(run(r#"{{ query "up" | first | label "instance" }}"#, 0.0).unwrap(), "a:9090");
-    assert_eq!(run("{{ $labels.instance | stripPort | toUpper }}", 0.0).unwrap(), "HOST.EXAMPLE.COM");
-    assert_eq!(run(r#"{{ reReplaceAll "(.*):.*" "$1" $labels.instance }}"#, 0.0).unwrap(), "host.example.com");
-    assert_eq!(run(r#"{{ if match "^host" $labels.instance }}yes{{ else }}no{{ end }}"#, 0.0).unwrap(), "yes");
-    assert_eq!(run("{{ title \"hello world\" }}", 0.0).unwrap(), "Hello World");
+    assert_eq!(
+        run(
+            r#"{{ with query "up" }}{{ . | first | value }}{{ end }}"#,
+            0.0
+        )
+        .unwrap(),
+        "42.5"
+    );
+    assert_eq!(
+        run(
+            r#"{{ range query "up" }}{{ .Labels.job }}={{ .Value }}{{ end }}"#,
+            0.0
+        )
+        .unwrap(),
+        "j=42.5"
+    );
+    assert_eq!(
+        run(r#"{{ query "up" | first | label "instance" }}"#, 0.0).unwrap(),
+        "a:9090"
+    );
+    assert_eq!(
+        run("{{ $labels.instance | stripPort | toUpper }}", 0.0).unwrap(),
+        "HOST.EXAMPLE.COM"
+    );
+    assert_eq!(
+        run(r#"{{ reReplaceAll "(.*):.*" "$1" $labels.instance }}"#, 0.0).unwrap(),
+        "host.example.com"
+    );
+    assert_eq!(
+        run(
+            r#"{{ if match "^host" $labels.instance }}yes{{ else }}no{{ end }}"#,
+            0.0
+        )
+        .unwrap(),
+        "yes"
+    );
+    assert_eq!(
+        run("{{ title \"hello world\" }}", 0.0).unwrap(),
+        "Hello World"
+    );
     assert_eq!(run("{{ $x := 3 }}{{ $x }}", 0.0).unwrap(), "3");
     assert_eq!(run("a {{- \" b \" -}} c", 0.0).unwrap(), "a b c");
     assert_eq!(run("{{/* comment */}}x", 0.0).unwrap(), "x");
-    assert_eq!(run("{{ $a := args 1 \"x\" }}{{ $a.arg1 }}", 0.0).unwrap(), "x");
+    assert_eq!(
+        run("{{ $a := args 1 \"x\" }}{{ $a.arg1 }}", 0.0).unwrap(),
+        "x"
+    );
 }
 
 #[test]
@@ -56,15 +104,32 @@ fn conditionals() {
     assert_eq!(run(t, 90.0).unwrap(), "high");
     assert_eq!(run(t, 60.0).unwrap(), "mid");
     assert_eq!(run(t, 10.0).unwrap(), "low");
-    assert_eq!(run("{{ if and (eq $labels.job \"node\") (not false) }}ok{{ end }}", 0.0).unwrap(), "ok");
-    assert_eq!(run("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}", 0.0).unwrap(), "instance=host.example.com:9100;job=node;");
+    assert_eq!(
+        run(
+            "{{ if and (eq $labels.job \"node\") (not false) }}ok{{ end }}",
+            0.0
+        )
+        .unwrap(),
+        "ok"
+    );
+    assert_eq!(
+        run(
+            "{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}",
+            0.0
+        )
+        .unwrap(),
+        "instance=host.example.com:9100;job=node;"
+    );
 }
 
 #[test]
 fn errors_are_reported_with_lines_not_panics() {
     let e = run("line1\n{{ $labels.instance ", 0.0).unwrap_err();
     assert_eq!(e.line, 2);
-    assert!(e.to_string().starts_with("template: __alert_Test:2:"), "{e}");
+    assert!(
+        e.to_string().starts_with("template: __alert_Test:2:"),
+        "{e}"
+    );
     let e = run("{{ nosuchfunc }}", 0.0).unwrap_err();
     assert!(e.msg.contains("function \"nosuchfunc\" not defined"), "{e}");
     assert!(run("{{ if true }}x", 0.0).is_err());
@@ -72,7 +137,19 @@ fn errors_are_reported_with_lines_not_panics() {
     assert!(run("{{ $nosuch }}", 0.0).is_err());
     assert!(run(r#"{{ query "bad(" }}"#, 0.0).unwrap_err().exec);
     assert!(run(r#"{{ query "up" | first | value | humanize }}"#, 0.0).is_ok());
-    for junk in ["{{", "{{}}", "{{ ( }}", "{{ ) }}", "{{ | }}", "{{ \"x }}", "{{ .a.b.c }}", "{{ index $labels }}", "{{ 1 | 2 }}", "{{ first 1 }}", "{{-}}"] {
+    for junk in [
+        "{{",
+        "{{}}",
+        "{{ ( }}",
+        "{{ ) }}",
+        "{{ | }}",
+        "{{ \"x }}",
+        "{{ .a.b.c }}",
+        "{{ index $labels }}",
+        "{{ 1 | 2 }}",
+        "{{ first 1 }}",
+        "{{-}}",
+    ] {
         let _ = run(junk, 0.0);
     }
 }

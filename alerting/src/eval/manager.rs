@@ -1,0 +1,287 @@
+//! [`RuleManager`]: loads rule files from globs, reloads them (keeping the
+//! running rules when the new ones are invalid), runs each group on its
+//! interval while this node is the leader, restores alert state after a
+//! start, and hands alerts to the notifier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use pharos_query::engine::Engine;
+use pharos_query::queryable::Queryable;
+use pharos_storage::labels::Labels;
+
+use super::group::{EvalContext, Group, RuleState};
+use super::{Clock, LeaderCheck, SampleSink};
+use crate::notifier::{generator_url, rfc3339_ms, ApiAlert, Notifier};
+use crate::rules::{load_globs, RuleError};
+
+/// Settings; `Default` gives Prometheus's defaults.
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// `global.evaluation_interval`. Default 1m.
+    pub default_interval_ms: i64,
+    pub external_labels: Labels,
+    /// The node's external URL (for `generatorURL`, `$externalURL`).
+    pub external_url: String,
+    /// Only `ALERTS_FOR_STATE` this recent is restored. Default 1h.
+    pub outage_tolerance_ms: i64,
+    /// Minimum `for` left after a restore. Default 10m.
+    pub for_grace_period_ms: i64,
+    /// Firing alerts are re-sent this often. Default 1m.
+    pub resend_delay_ms: i64,
+    pub engine: Engine,
+}
+
+impl Default for ManagerOptions {
+    fn default() -> Self {
+        ManagerOptions {
+            default_interval_ms: 60_000,
+            external_labels: Labels::empty(),
+            external_url: "http://localhost:9090".into(),
+            outage_tolerance_ms: 3_600_000,
+            for_grace_period_ms: 600_000,
+            resend_delay_ms: 60_000,
+            engine: Engine::default(),
+        }
+    }
+}
+
+type SharedGroup = Arc<Mutex<Group>>;
+
+/// Loads and runs rule groups. Share as `Arc<RuleManager>`.
+pub struct RuleManager {
+    opts: ManagerOptions,
+    queryable: Arc<dyn Queryable>,
+    sink: Arc<dyn SampleSink>,
+    leader: Arc<dyn LeaderCheck>,
+    clock: Arc<dyn Clock>,
+    notifier: Option<Arc<Notifier>>,
+    globs: RwLock<Vec<String>>,
+    groups: RwLock<Vec<SharedGroup>>,
+    /// Bumped on every (re)load and on stop; group tasks exit when it moves.
+    generation: tokio::sync::watch::Sender<u64>,
+    running: Mutex<bool>,
+}
+
+impl RuleManager {
+    pub fn new(
+        opts: ManagerOptions,
+        queryable: Arc<dyn Queryable>,
+        sink: Arc<dyn SampleSink>,
+        leader: Arc<dyn LeaderCheck>,
+        clock: Arc<dyn Clock>,
+        notifier: Option<Arc<Notifier>>,
+    ) -> Arc<RuleManager> {
+        let (generation, _) = tokio::sync::watch::channel(0);
+        Arc::new(RuleManager {
+            opts,
+            queryable,
+            sink,
+            leader,
+            clock,
+            notifier,
+            globs: RwLock::new(Vec::new()),
+            groups: RwLock::new(Vec::new()),
+            generation,
+            running: Mutex::new(false),
+        })
+    }
+
+    pub fn options(&self) -> &ManagerOptions {
+        &self.opts
+    }
+
+    /// Loads the rule files matching `globs`, replacing the current groups.
+    /// On any error nothing changes: the previous rules keep running, and
+    /// every problem (file, line, rule) is returned. Alert state of groups
+    /// and rules that survive the reload unchanged is kept.
+    pub fn load(self: &Arc<Self>, globs: &[String]) -> Result<(), Vec<RuleError>> {
+        let loaded = load_globs(globs)?;
+        let old = self.groups.read().clone();
+        let mut new = Vec::with_capacity(loaded.len());
+        for g in loaded {
+            let mut ng = Group::new(g, self.opts.default_interval_ms);
+            let prev = old.iter().find(|o| o.lock().key() == ng.key());
+            match prev {
+                Some(p) => ng.copy_state_from(&p.lock()),
+                // A group first seen on reload has no earlier state to read
+                // back, but one present at startup must restore it.
+                None if !old.is_empty() => ng.set_restored(),
+                None => {}
+            }
+            new.push(Arc::new(Mutex::new(ng)));
+        }
+        *self.globs.write() = globs.to_vec();
+        *self.groups.write() = new;
+        if *self.running.lock() {
+            self.spawn_groups();
+        }
+        Ok(())
+    }
+
+    /// Re-reads the globs of the last successful [`RuleManager::load`]
+    /// (`/-/reload`, SIGHUP).
+    pub fn reload(self: &Arc<Self>) -> Result<(), Vec<RuleError>> {
+        let globs = self.globs.read().clone();
+        self.load(&globs)
+    }
+
+    /// A snapshot of every group (for the APIs).
+    pub fn groups(&self) -> Vec<Group> {
+        self.groups
+            .read()
+            .iter()
+            .map(|g| g.lock().clone())
+            .collect()
+    }
+
+    fn cx_parts(&self) -> (Arc<dyn Queryable>, Arc<dyn SampleSink>) {
+        (self.queryable.clone(), self.sink.clone())
+    }
+
+    /// Evaluates one group at `ts` (synchronously): rules, then restore on
+    /// the first run, then alerts to the notifier. Skipped when not leader.
+    fn eval_group(&self, g: &SharedGroup, ts: i64) {
+        if !self.leader.is_leader() {
+            // Losing leadership: whoever leads next restores from
+            // ALERTS_FOR_STATE, and so will we if we lead again.
+            let mut g = g.lock();
+            for r in &mut g.rules {
+                if let RuleState::Alerting(a) = &mut r.state {
+                    a.active.clear();
+                    a.restored = false;
+                }
+            }
+            return;
+        }
+        let (q, sink) = self.cx_parts();
+        let mut g = g.lock();
+        let cx = EvalContext {
+            engine: &self.opts.engine,
+            queryable: q.as_ref(),
+            sink: sink.as_ref(),
+            external_labels: &self.opts.external_labels,
+            external_url: &self.opts.external_url,
+        };
+        g.eval(ts, &cx);
+        if g.needs_restore() {
+            g.restore_for_state(
+                ts,
+                q.as_ref(),
+                self.opts.outage_tolerance_ms,
+                self.opts.for_grace_period_ms,
+            );
+        }
+        let alerts = self.alerts_to_send(&mut g, ts);
+        drop(g);
+        if let Some(n) = &self.notifier {
+            n.send(alerts);
+        }
+    }
+
+    /// Evaluates every group at `ts`, in load order. For tests and tools
+    /// that drive time themselves.
+    pub fn eval_all_at(&self, ts: i64) {
+        let groups = self.groups.read().clone();
+        for g in &groups {
+            self.eval_group(g, ts);
+        }
+    }
+
+    fn alerts_to_send(&self, g: &mut Group, ts: i64) -> Vec<ApiAlert> {
+        let mut out = Vec::new();
+        let interval = g.interval_ms;
+        for r in &mut g.rules {
+            let expr = r.def.expr_text.clone();
+            let RuleState::Alerting(a) = &mut r.state else {
+                continue;
+            };
+            for alert in a.active.values_mut() {
+                if !alert.needs_sending(ts, self.opts.resend_delay_ms) {
+                    continue;
+                }
+                alert.last_sent_at = ts;
+                let delta = self.opts.resend_delay_ms.max(interval);
+                alert.valid_until = ts + 4 * delta;
+                let ends = if alert.resolved_at != 0 {
+                    alert.resolved_at
+                } else {
+                    alert.valid_until
+                };
+                out.push(ApiAlert {
+                    labels: alert
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    annotations: alert
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    starts_at: Some(rfc3339_ms(alert.fired_at)),
+                    ends_at: Some(rfc3339_ms(ends)),
+                    generator_url: generator_url(&self.opts.external_url, &expr),
+                });
+            }
+        }
+        out
+    }
+
+    /// Starts a task per group on the current tokio runtime. Groups run
+    /// at timestamps aligned to their interval (plus a per-group offset,
+    /// so groups spread out), until [`RuleManager::stop`] or a reload.
+    pub fn start(self: &Arc<Self>) {
+        *self.running.lock() = true;
+        self.spawn_groups();
+    }
+
+    /// Stops all group tasks (state stays readable).
+    pub fn stop(&self) {
+        *self.running.lock() = false;
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn spawn_groups(self: &Arc<Self>) {
+        self.generation.send_modify(|g| *g += 1);
+        let generation = *self.generation.borrow();
+        for g in self.groups.read().iter() {
+            let me = self.clone();
+            let g = g.clone();
+            let mut rx = self.generation.subscribe();
+            tokio::spawn(async move {
+                let (interval, offset) = {
+                    let gl = g.lock();
+                    let h = pharos_storage::labels::Labels::from_pairs([
+                        ("file", gl.file.to_string_lossy().as_ref()),
+                        ("group", gl.name.as_str()),
+                    ])
+                    .hash();
+                    let iv = gl.interval_ms.max(1);
+                    (iv, (h % iv as u64) as i64)
+                };
+                loop {
+                    let now = me.clock.now_ms();
+                    // The next timestamp ≡ offset (mod interval) after now.
+                    let base = now - now.rem_euclid(interval) + offset;
+                    let next = if base > now { base } else { base + interval };
+                    let wait = Duration::from_millis((next - now).max(0) as u64);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = rx.changed() => {}
+                    }
+                    if *rx.borrow() != generation {
+                        return;
+                    }
+                    let me2 = me.clone();
+                    let g2 = g.clone();
+                    let r = tokio::task::spawn_blocking(move || me2.eval_group(&g2, next)).await;
+                    if let Err(e) = r {
+                        tracing::error!(%e, "rule group evaluation task failed");
+                    }
+                }
+            });
+        }
+    }
+}
