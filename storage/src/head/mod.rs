@@ -35,6 +35,14 @@
 //!   out-of-order error.
 //!
 //! Refs are assigned from 1 upwards and never reused by one `Head`.
+//!
+//! # Deletes
+//!
+//! [`Head::delete`] records per-series tombstones, each clamped to the data
+//! the series holds at that moment so later appends are never hidden. Reads
+//! and [`Head::series_for_range`] skip deleted samples; truncation forgets an
+//! interval once no data it could hide is left. The `Db` logs them to the
+//! WAL and replays them.
 
 mod append;
 mod index;

@@ -312,8 +312,14 @@ impl SeriesState {
                 self.ooo = None;
             }
         }
-        self.deleted.retain(|&(_, b)| b >= t);
-        self.time_range().is_none()
+        // Kept chunks may still hold samples before `t`, so an interval is
+        // forgotten only once no data it could hide is left.
+        let range = self.time_range();
+        match range {
+            Some((lo, _)) => self.deleted.retain(|&(_, b)| b >= lo),
+            None => self.deleted.clear(),
+        }
+        range.is_none()
     }
 
     /// Heap bytes held by this series' samples (chunk data, buffers and the

@@ -648,3 +648,52 @@ mod model {
         }
     }
 }
+
+#[test]
+fn deletes_hide_samples_but_never_later_appends() {
+    let h = small_head(0);
+    let a = l(&[("__name__", "m"), ("i", "a")]);
+    let b = l(&[("__name__", "m"), ("i", "b")]);
+    for t in 0..300 {
+        h.append(&a, t * 10, t as f64).unwrap();
+        h.append(&b, t * 10, t as f64).unwrap();
+    }
+    let ma = Matcher::new(MatchType::Equal, "i", "a").unwrap();
+    // Clamped to the data held: [1000, 2990], not [1000, 10000].
+    let d = h.delete(std::slice::from_ref(&ma), 1000, 10_000);
+    assert_eq!(d, vec![(h.get_ref(&a).unwrap(), 1000, 2990)]);
+    // Nothing matching in range: nothing recorded.
+    assert!(h
+        .delete(std::slice::from_ref(&ma), 50_000, 60_000)
+        .is_empty());
+    assert_eq!(h.delete_ref(SeriesRef(999), 0, 10), None);
+    for t in 300..310 {
+        h.append(&a, t * 10, t as f64).unwrap();
+    }
+    let m = Matcher::new(MatchType::Equal, "__name__", "m").unwrap();
+    let got = h.select(i64::MIN, i64::MAX, &[m], None).unwrap();
+    let sa = samples(&got[0]);
+    assert_eq!(sa.len(), 100 + 10);
+    assert_eq!(sa[99].0, 990);
+    assert_eq!(sa[100].0, 3000);
+    assert_eq!(samples(&got[1]).len(), 300);
+    // Block reads apply the deletion too.
+    let cut = h.series_for_range(0, 2999);
+    let ca = cut.iter().find(|s| s.labels == a).unwrap();
+    assert_eq!(samples(ca).len(), 100);
+    // A range wholly deleted yields no sample (chunks entirely inside it
+    // are not even returned, as from a block).
+    for s in h.select(1500, 2500, &[ma.clone()], None).unwrap() {
+        assert!(collect_samples(&mut s.iter_range(1500, 2500))
+            .unwrap()
+            .is_empty());
+        assert!(s
+            .chunks
+            .iter()
+            .all(|c| c.max_time > 2990 || c.min_time < 1000));
+    }
+    // Truncation forgets intervals it passed.
+    h.truncate_before(2995);
+    let got = h.select(i64::MIN, i64::MAX, &[ma], None).unwrap();
+    assert_eq!(samples(&got[0]).first().map(|s| s.0), Some(3000));
+}
