@@ -24,9 +24,6 @@ pub enum ApiError {
     /// A dependency (storage, a peer) is not available; retry later.
     #[error("{0}")]
     Unavailable(String),
-    /// The endpoint exists but is switched off (e.g. admin API).
-    #[error("{0}")]
-    Unavailable404(String),
     #[error("{0}")]
     Internal(String),
     /// Too large a request body.
@@ -51,7 +48,7 @@ impl ApiError {
             ApiError::Execution(_) => "execution",
             ApiError::Timeout(_) => "timeout",
             ApiError::Canceled(_) => "canceled",
-            ApiError::Unavailable(_) | ApiError::Unavailable404(_) => "unavailable",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -66,7 +63,6 @@ impl ApiError {
             ApiError::Canceled(_) => {
                 StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
-            ApiError::Unavailable404(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -60,6 +60,8 @@ pub enum WriteError {
     Retry(String),
     #[error("remote write receiver is disabled")]
     Disabled,
+    #[error("too many concurrent remote-write requests; retry later")]
+    Overloaded,
 }
 
 impl WriteError {
@@ -70,6 +72,7 @@ impl WriteError {
             WriteError::BadData(_) => StatusCode::BAD_REQUEST,
             WriteError::Retry(_) => StatusCode::SERVICE_UNAVAILABLE,
             WriteError::Disabled => StatusCode::NOT_FOUND,
+            WriteError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -386,6 +389,12 @@ async fn receive(
         return Err(WriteError::Disabled);
     }
     let version = version?;
+    // Overload: tell the client to back off instead of queueing without
+    // bound (Prometheus retries 429 when `retry_on_http_429` is set, and
+    // 5xx always).
+    let _permit = Arc::clone(&st.write_slots)
+        .try_acquire_owned()
+        .map_err(|_| WriteError::Overloaded)?;
     let body = axum::body::to_bytes(body, limits.max_compressed_bytes)
         .await
         .map_err(|e| {

@@ -296,6 +296,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         ready: AtomicBool::new(false),
         auth,
         extra_headers,
+        query_slots: Arc::new(tokio::sync::Semaphore::new(
+            cfg.pharos.query.max_concurrency,
+        )),
+        write_slots: Arc::new(tokio::sync::Semaphore::new(
+            cfg.pharos.remote_write_receiver.max_concurrent_requests,
+        )),
     });
 
     let addr = cfg.pharos.listen;

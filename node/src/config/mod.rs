@@ -381,6 +381,9 @@ pub struct RemoteWriteReceiverConfig {
     pub max_decompressed_bytes: usize,
     /// Most series in one request. Default 100,000.
     pub max_series_per_request: usize,
+    /// Most requests decoded and appended at once; more are answered 429
+    /// (the client backs off and retries). Default 32.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for RemoteWriteReceiverConfig {
@@ -390,6 +393,7 @@ impl Default for RemoteWriteReceiverConfig {
             max_compressed_bytes: 32 << 20,
             max_decompressed_bytes: 128 << 20,
             max_series_per_request: 100_000,
+            max_concurrent_requests: 32,
         }
     }
 }
@@ -471,6 +475,9 @@ pub struct QuerySettings {
     pub max_query_length: usize,
     /// Allow experimental PromQL functions. Default false.
     pub enable_experimental_functions: bool,
+    /// Most queries evaluated at once; others wait (the wait counts
+    /// against their timeout). Default 20, as Prometheus.
+    pub max_concurrency: usize,
 }
 
 impl Default for QuerySettings {
@@ -482,6 +489,7 @@ impl Default for QuerySettings {
             max_points_per_series: 11_000,
             max_query_length: 64 << 10,
             enable_experimental_functions: false,
+            max_concurrency: 20,
         }
     }
 }
@@ -573,6 +581,11 @@ impl Config {
         if p.tsdb.block_range.as_millis() == 0 || p.tsdb.maintenance_interval.as_millis() == 0 {
             return Err(semantic(
                 "pharos.tsdb.block_range and maintenance_interval must be positive".into(),
+            ));
+        }
+        if p.query.max_concurrency == 0 || p.remote_write_receiver.max_concurrent_requests == 0 {
+            return Err(semantic(
+                "pharos.query.max_concurrency and pharos.remote_write_receiver.max_concurrent_requests must be positive".into(),
             ));
         }
         if p.query.timeout.as_millis() == 0 {

@@ -90,6 +90,10 @@ pub struct AppState {
     pub ready: AtomicBool,
     pub auth: Option<Arc<BasicAuth>>,
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Bounds concurrent PromQL evaluations.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds concurrent remote-write requests.
+    pub write_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The full router over `state`.

@@ -60,28 +60,37 @@ async fn evaluate(
 ) -> Result<(QueryResult, Duration), ApiError> {
     let queryable = Arc::clone(&st.queryable);
     let queued = Instant::now();
-    let (label, res) = match kind {
-        Kind::Instant(t) => (
-            "instant",
-            tokio::task::spawn_blocking(move || {
-                let wait = queued.elapsed();
-                engine
-                    .instant_query(queryable.as_ref(), &expr, t)
-                    .map(|r| (r, wait))
-            })
-            .await,
-        ),
-        Kind::Range { start, end, step } => (
-            "range",
-            tokio::task::spawn_blocking(move || {
-                let wait = queued.elapsed();
-                engine
-                    .range_query(queryable.as_ref(), &expr, start, end, step)
-                    .map(|r| (r, wait))
-            })
-            .await,
-        ),
+    // Waiting for a slot counts against the query's timeout.
+    let timeout = engine.options().timeout;
+    let permit =
+        match tokio::time::timeout(timeout, Arc::clone(&st.query_slots).acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => {
+                return Err(ApiError::Unavailable(
+                    "query engine is shutting down".into(),
+                ))
+            }
+            Err(_) => return Err(ApiError::Timeout("query timed out in query queue".into())),
+        };
+    let mut opts = engine.options().clone();
+    opts.timeout = timeout.saturating_sub(queued.elapsed());
+    let engine = Engine::new(opts);
+    let label = match kind {
+        Kind::Instant(_) => "instant",
+        Kind::Range { .. } => "range",
     };
+    let res = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let wait = queued.elapsed();
+        let r = match kind {
+            Kind::Instant(t) => engine.instant_query(queryable.as_ref(), &expr, t),
+            Kind::Range { start, end, step } => {
+                engine.range_query(queryable.as_ref(), &expr, start, end, step)
+            }
+        };
+        r.map(|r| (r, wait))
+    })
+    .await;
     st.metrics.observe_query(label, queued.elapsed());
     match res {
         Ok(r) => r.map_err(ApiError::from),

@@ -288,3 +288,54 @@ async fn receiver_can_be_disabled() {
     assert_eq!(r.status, 404);
     n.stop().await;
 }
+
+/// Past `max_concurrent_requests` the receiver answers 429 at once rather
+/// than queueing: a request whose body is still arriving holds the only
+/// slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_429() {
+    use tokio::io::AsyncWriteExt;
+    let n = node_with(|c| c.pharos.remote_write_receiver.max_concurrent_requests = 1).await;
+    let mut slow = tokio::net::TcpStream::connect(n.addr).await.unwrap();
+    slow.write_all(
+        b"POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\nContent-Length: 100\r\n\r\nabc",
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = write_v1(
+            n.addr,
+            &write_req(vec![series(&[("__name__", "x")], &[(1, 1.0)])]),
+        )
+        .await;
+        if r.status == 429 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never got 429: {}",
+            r.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(slow);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = write_v1(
+            n.addr,
+            &write_req(vec![series(&[("__name__", "x")], &[(1, 1.0)])]),
+        )
+        .await;
+        if r.status == 204 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot never freed: {}",
+            r.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    n.stop().await;
+}
