@@ -1,9 +1,11 @@
-//! PromQL functions: the signature table the engine checks calls against,
-//! and the implementations, split by family.
+//! PromQL function implementations, split by family, and the dispatch the
+//! engine calls. Signatures (argument and return types, experimental flags)
+//! come from the parser's table (`crate::parser::functions`).
 //!
-//! Invariant: every function listed in [`FUNCTIONS`] has an implementation
-//! in [`eval_call`]; results of functions that change a sample's meaning are
-//! flagged for `__name__` removal (delayed until the end of evaluation).
+//! Invariant: every function in that table except `start_timestamp` (start
+//! timestamps are not stored yet) is implemented here; results of functions
+//! that change a sample's meaning are flagged for `__name__` removal
+//! (delayed until the end of evaluation).
 
 pub mod fmt;
 mod histogram;
@@ -19,148 +21,10 @@ use crate::engine::QueryError;
 use crate::engine::{eval::Evaluator, eval::RSeries, eval::RangeData, eval::Val};
 use crate::parser::ast::{Call, Expr, ValueType};
 
-/// Argument kinds of a function signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArgType {
-    Scalar,
-    Vector,
-    Matrix,
-    String,
-}
-
-/// One function's signature.
-#[derive(Debug, Clone, Copy)]
-pub struct FunctionSig {
-    pub name: &'static str,
-    pub args: &'static [ArgType],
-    /// Trailing arguments that may be left out (`round(v)`, `year()`), or,
-    /// for variadic functions, that may repeat (-1: any number).
-    pub optional: i32,
-    pub ret: ValueType,
-    pub experimental: bool,
-}
-
-use ArgType::{Matrix as M, Scalar as S, String as T, Vector as V};
-
-const fn sig(
-    name: &'static str,
-    args: &'static [ArgType],
-    optional: i32,
-    ret: ValueType,
-    experimental: bool,
-) -> FunctionSig {
-    FunctionSig {
-        name,
-        args,
-        optional,
-        ret,
-        experimental,
-    }
-}
-
-const VEC: ValueType = ValueType::Vector;
-const SCA: ValueType = ValueType::Scalar;
-
-/// Every function the engine implements.
-pub const FUNCTIONS: &[FunctionSig] = &[
-    sig("abs", &[V], 0, VEC, false),
-    sig("absent", &[V], 0, VEC, false),
-    sig("absent_over_time", &[M], 0, VEC, false),
-    sig("acos", &[V], 0, VEC, false),
-    sig("acosh", &[V], 0, VEC, false),
-    sig("asin", &[V], 0, VEC, false),
-    sig("asinh", &[V], 0, VEC, false),
-    sig("atan", &[V], 0, VEC, false),
-    sig("atanh", &[V], 0, VEC, false),
-    sig("avg_over_time", &[M], 0, VEC, false),
-    sig("ceil", &[V], 0, VEC, false),
-    sig("changes", &[M], 0, VEC, false),
-    sig("clamp", &[V, S, S], 0, VEC, false),
-    sig("clamp_max", &[V, S], 0, VEC, false),
-    sig("clamp_min", &[V, S], 0, VEC, false),
-    sig("cos", &[V], 0, VEC, false),
-    sig("cosh", &[V], 0, VEC, false),
-    sig("count_over_time", &[M], 0, VEC, false),
-    sig("days_in_month", &[V], 1, VEC, false),
-    sig("day_of_month", &[V], 1, VEC, false),
-    sig("day_of_week", &[V], 1, VEC, false),
-    sig("day_of_year", &[V], 1, VEC, false),
-    sig("deg", &[V], 0, VEC, false),
-    sig("delta", &[M], 0, VEC, false),
-    sig("deriv", &[M], 0, VEC, false),
-    sig("double_exponential_smoothing", &[M, S, S], 0, VEC, true),
-    sig("end", &[], 0, SCA, true),
-    sig("exp", &[V], 0, VEC, false),
-    sig("first_over_time", &[M], 0, VEC, false),
-    sig("floor", &[V], 0, VEC, false),
-    sig("histogram_avg", &[V], 0, VEC, false),
-    sig("histogram_count", &[V], 0, VEC, false),
-    sig("histogram_fraction", &[S, S, V], 0, VEC, false),
-    sig("histogram_quantile", &[S, V], 0, VEC, false),
-    sig("histogram_quantiles", &[V, T, S], -1, VEC, true),
-    sig("histogram_stddev", &[V], 0, VEC, false),
-    sig("histogram_stdvar", &[V], 0, VEC, false),
-    sig("histogram_sum", &[V], 0, VEC, false),
-    sig("hour", &[V], 1, VEC, false),
-    sig("idelta", &[M], 0, VEC, false),
-    sig("increase", &[M], 0, VEC, false),
-    sig("info", &[V, V], 1, VEC, true),
-    sig("irate", &[M], 0, VEC, false),
-    sig("label_join", &[V, T, T, T], -1, VEC, false),
-    sig("label_replace", &[V, T, T, T, T], 0, VEC, false),
-    sig("last_over_time", &[M], 0, VEC, false),
-    sig("ln", &[V], 0, VEC, false),
-    sig("log10", &[V], 0, VEC, false),
-    sig("log2", &[V], 0, VEC, false),
-    sig("mad_over_time", &[M], 0, VEC, true),
-    sig("max_of", &[S, S], 0, SCA, true),
-    sig("max_over_time", &[M], 0, VEC, false),
-    sig("min_of", &[S, S], 0, SCA, true),
-    sig("min_over_time", &[M], 0, VEC, false),
-    sig("minute", &[V], 1, VEC, false),
-    sig("month", &[V], 1, VEC, false),
-    sig("pi", &[], 0, SCA, false),
-    sig("predict_linear", &[M, S], 0, VEC, false),
-    sig("present_over_time", &[M], 0, VEC, false),
-    sig("quantile_over_time", &[S, M], 0, VEC, false),
-    sig("rad", &[V], 0, VEC, false),
-    sig("range", &[], 0, SCA, true),
-    sig("rate", &[M], 0, VEC, false),
-    sig("resets", &[M], 0, VEC, false),
-    sig("round", &[V, S], 1, VEC, false),
-    sig("scalar", &[V], 0, SCA, false),
-    sig("sgn", &[V], 0, VEC, false),
-    sig("sin", &[V], 0, VEC, false),
-    sig("sinh", &[V], 0, VEC, false),
-    sig("sort", &[V], 0, VEC, false),
-    sig("sort_by_label", &[V, T], -1, VEC, true),
-    sig("sort_by_label_desc", &[V, T], -1, VEC, true),
-    sig("sort_desc", &[V], 0, VEC, false),
-    sig("sqrt", &[V], 0, VEC, false),
-    sig("start", &[], 0, SCA, true),
-    sig("stddev_over_time", &[M], 0, VEC, false),
-    sig("stdvar_over_time", &[M], 0, VEC, false),
-    sig("step", &[], 0, SCA, true),
-    sig("sum_over_time", &[M], 0, VEC, false),
-    sig("tan", &[V], 0, VEC, false),
-    sig("tanh", &[V], 0, VEC, false),
-    sig("time", &[], 0, SCA, false),
-    sig("timestamp", &[V], 0, VEC, false),
-    sig("ts_of_first_over_time", &[M], 0, VEC, true),
-    sig("ts_of_last_over_time", &[M], 0, VEC, true),
-    sig("ts_of_max_over_time", &[M], 0, VEC, true),
-    sig("ts_of_min_over_time", &[M], 0, VEC, true),
-    sig("vector", &[S], 0, VEC, false),
-    sig("year", &[V], 1, VEC, false),
-];
-
-pub fn lookup(name: &str) -> Option<&'static FunctionSig> {
-    FUNCTIONS.iter().find(|f| f.name == name)
-}
-
 /// Result type of a call (vector for unknown names; those fail later).
+/// Signatures live in the parser's table, the single source of truth.
 pub(crate) fn return_type(name: &str) -> ValueType {
-    lookup(name).map_or(ValueType::Vector, |f| f.ret)
+    crate::parser::functions::lookup(name).map_or(ValueType::Vector, |f| f.return_type)
 }
 
 /// Feature gates and names the parser may have let through.
@@ -168,7 +32,7 @@ pub(crate) fn check_expr(e: &Expr, experimental: bool) -> Result<(), QueryError>
     use crate::parser::ast::AggregateOp;
     match e {
         Expr::Call(c) => {
-            let Some(f) = lookup(&c.func) else {
+            let Some(f) = crate::parser::functions::lookup(&c.func) else {
                 return Err(QueryError::bad(format!(
                     "unknown function with name \"{}\"",
                     c.func
@@ -312,6 +176,13 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, QueryEr
     }
     if let Some(v) = info::eval(ev, c)? {
         return Ok(v);
+    }
+    if crate::parser::functions::lookup(name).is_some() {
+        // Known to PromQL but needing data this storage does not keep yet
+        // (`start_timestamp` needs per-sample start timestamps).
+        return Err(QueryError::exec(format!(
+            "function \"{name}\" is not supported yet: its input is not stored"
+        )));
     }
     Err(QueryError::bad(format!(
         "unknown function with name \"{name}\""
