@@ -3,6 +3,7 @@
 //! Prometheus 2.42 as remote-write client and remote-read client.
 
 mod api;
+mod bench;
 mod cli;
 mod common;
 mod grafana;
