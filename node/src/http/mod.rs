@@ -122,6 +122,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/admin/tsdb/delete_series",
             post(status::delete_series).put(status::delete_series),
         )
+        .route("/api/v1/rules", get(status::rules))
+        .route("/api/v1/alerts", get(status::alerts))
         .route("/api/v1/write", post(crate::remote_write::handle))
         .route("/api/v1/read", post(crate::remote_read::handle))
         .route("/metrics", get(metrics))
@@ -209,6 +211,12 @@ async fn middleware(State(st): State<Arc<AppState>>, req: Request<Body>, next: N
     }
     let elapsed = started.elapsed();
     st.metrics.observe_request(&handler, elapsed);
+    tracing::debug!(
+        handler,
+        status = resp.status().as_u16(),
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
+    );
     if elapsed > st.settings.web.slow_request_log_threshold.as_std() {
         tracing::info!(
             handler,

@@ -145,6 +145,18 @@ async fn errors_use_the_prometheus_envelope() {
         let e = v["error"].as_str().unwrap();
         assert!(e.starts_with(msg), "{path}: {e}");
     }
+    // Query length limit.
+    let long = format!("{}1", "1+".repeat(40_000));
+    let r = post_form(n.addr, "/api/v1/query", &[("query", &long)]).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 65536"),
+        "{}",
+        r.text()
+    );
     // Execution errors are 422.
     let q = qs(&[("query", "m + on(job) m"), ("time", "1000030")]);
     let r = get(n.addr, &format!("/api/v1/query?{q}")).await;
@@ -248,6 +260,10 @@ async fn status_health_and_metrics() {
     assert_eq!(v["data"]["corruptionCount"], 0);
     assert!(get(n.addr, "/api/v1/status/config").await.json()["data"]["yaml"].is_string());
     assert!(get(n.addr, "/api/v1/status/flags").await.json()["data"].is_object());
+    assert_eq!(
+        get(n.addr, "/api/v1/rules").await.json()["data"],
+        json!({"groups": []})
+    );
     assert_eq!(get(n.addr, "/-/healthy").await.status, 200);
     assert_eq!(get(n.addr, "/-/ready").await.status, 200);
     assert_eq!(get(n.addr, "/nope").await.status, 404);
