@@ -23,6 +23,20 @@ pub trait Queryable: Send + Sync {
         hints: Option<&SelectHints>,
     ) -> Result<Vec<Series>, QueryError>;
 
+    /// As [`Queryable::select`], plus warnings about data that could not be
+    /// read (a partial response, e.g. an unreachable shard when the caller
+    /// accepted partial results). The engine reports each as a query
+    /// warning. Sources that never answer partially keep the default.
+    fn select_with_warnings(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        hints: Option<&SelectHints>,
+    ) -> Result<(Vec<Series>, Vec<String>), QueryError> {
+        Ok((self.select(mint, maxt, matchers, hints)?, Vec::new()))
+    }
+
     fn label_names(
         &self,
         mint: i64,

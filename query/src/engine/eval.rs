@@ -436,7 +436,12 @@ impl<'a> Evaluator<'a> {
             by: false,
         };
         let t0 = Instant::now();
-        let series = self.q.select(mint, maxt, &vs.matchers, Some(&hints))?;
+        let (series, warnings) =
+            self.q
+                .select_with_warnings(mint, maxt, &vs.matchers, Some(&hints))?;
+        for w in warnings {
+            self.annos.warn(w, vs.pos);
+        }
         self.stats.select_time += t0.elapsed();
         self.stats.series_selected += series.len();
         Ok(series)

@@ -618,3 +618,55 @@ fn extreme_inputs_fail_cleanly_or_succeed() {
         let _ = engine().range_query(&f, &e, -60_000, 660_000, 1_000);
     }
 }
+
+/// A source that answers partially, as a cluster read missing a shard does.
+struct Partial(Fixture);
+
+impl Queryable for Partial {
+    fn select(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        hints: Option<&SelectHints>,
+    ) -> Result<Vec<Series>, QueryError> {
+        self.0.select(mint, maxt, matchers, hints)
+    }
+
+    fn select_with_warnings(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        hints: Option<&SelectHints>,
+    ) -> Result<(Vec<Series>, Vec<String>), QueryError> {
+        let s = self.0.select(mint, maxt, matchers, hints)?;
+        Ok((s, vec!["shard 3 unavailable".to_string()]))
+    }
+
+    fn label_names(&self, a: i64, b: i64, m: &[Matcher]) -> Result<Vec<String>, QueryError> {
+        self.0.label_names(a, b, m)
+    }
+
+    fn label_values(
+        &self,
+        n: &str,
+        a: i64,
+        b: i64,
+        m: &[Matcher],
+    ) -> Result<Vec<String>, QueryError> {
+        self.0.label_values(n, a, b, m)
+    }
+}
+
+#[test]
+fn partial_reads_become_warnings() {
+    let f = Partial(counters());
+    let q = "sum(metric_total)";
+    let e = parse_with(q, &ParseOptions::all()).expect("parses");
+    let r = engine().instant_query(&f, &e, 0).expect("runs");
+    assert_eq!(
+        r.annotations.render_all(q),
+        vec!["PromQL warning: shard 3 unavailable (1:5)"]
+    );
+}
