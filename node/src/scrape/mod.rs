@@ -10,9 +10,14 @@
 //! (targets, reloads, file_sd), [`api`] (`/api/v1/targets` JSON types).
 //! Must not: serve HTTP routes itself or reach into storage directly.
 
+pub mod api;
 pub mod client;
 pub mod config;
 pub mod exposition;
+pub mod manager;
 pub mod relabel;
 pub mod scrape_loop;
 pub mod target;
+
+#[cfg(test)]
+mod tests;

@@ -448,7 +448,8 @@ pub async fn run(
                 if changed.is_err() {
                     return;
                 }
-                match control.borrow_and_update().clone() {
+                let msg = control.borrow_and_update().clone();
+                match msg {
                     Control::Run(j, t) => {
                         let rephase = t.interval != target.interval;
                         if *j != *job {
