@@ -448,6 +448,9 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Decodes one series' samples in `[mint, maxt]` into `buf` (reused).
+    // The loops below match every sample kind on purpose (see inside), so
+    // `while let … Float` would defeat the exhaustiveness check.
+    #[allow(clippy::while_let_loop)]
     pub(crate) fn decode(
         &self,
         s: &Series,
