@@ -13,10 +13,24 @@
 //! - [`log_store`]: the durable, CRC-checked Raft log (`RaftLogStorage`);
 //! - [`sm_store`]: the state machine store with on-disk snapshots
 //!   (`RaftStateMachine`);
+//! - [`network`]: the in-memory Raft transport for in-process clusters;
+//! - [`node`]: one node's meta member (Raft + stores + rebalancer);
+//! - [`client`]: the [`MetaClient`] trait and its Raft implementation;
+//! - [`mem`]: the in-memory [`MetaClient`].
 
+pub mod client;
+pub mod error;
 pub mod log_store;
+pub mod mem;
+pub mod network;
+pub mod node;
 pub mod planner;
 pub mod raft;
 pub mod sm_store;
 pub mod state_machine;
 pub mod types;
+
+pub use client::{MetaClient, RaftMetaClient};
+pub use error::MetaError;
+pub use mem::MemMetaClient;
+pub use node::{MetaNode, MetaNodeConfig};

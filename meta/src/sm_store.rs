@@ -19,6 +19,8 @@
 //! After every applied batch and installed snapshot the new state is
 //! published on a `tokio::sync::watch` channel ([`StateMachineStore::subscribe`]);
 //! watchers see states in apply order, possibly skipping intermediate ones.
+//! A proposal's response is sent only after the state including it is
+//! published, so the proposer reads its own write.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -180,6 +182,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        // Responses wait until the batch's state is published, so a
+        // proposer reads its own write from `state()` as soon as it returns.
+        let mut replies = Vec::new();
         let mut changed = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
@@ -201,11 +206,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 r
             };
             if let Some(responder) = responder {
-                responder.send(response);
+                replies.push((responder, response));
             }
         }
         if let Some(state) = changed {
             self.publish(state);
+        }
+        for (responder, response) in replies {
+            responder.send(response);
         }
         Ok(())
     }

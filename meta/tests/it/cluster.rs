@@ -1,0 +1,283 @@
+//! In-process meta clusters over the in-memory router: elections, commits,
+//! leader loss, partitions, joins with rebalancing, restart from disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pharos_meta::network::MemRouter;
+use pharos_meta::types::{Command, MetaState, NodeId, RuleGroup};
+use pharos_meta::{MetaClient, MetaError, MetaNode, MetaNodeConfig, RaftMetaClient};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+pub(crate) struct Cluster {
+    pub(crate) router: MemRouter,
+    pub(crate) nodes: BTreeMap<NodeId, Arc<MetaNode>>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+fn config(dir: &std::path::Path, id: NodeId) -> MetaNodeConfig {
+    let mut cfg = MetaNodeConfig::new(id, format!("mem-{id}"), dir.join(format!("n{id}")));
+    cfg.heartbeat = Duration::from_millis(50);
+    cfg.rebalance_interval = Duration::from_millis(200);
+    cfg
+}
+
+impl Cluster {
+    /// Starts `n` nodes; node 1 bootstraps and adds the others.
+    pub(crate) async fn start(n: u64) -> Self {
+        let mut c = Cluster {
+            router: MemRouter::new(),
+            nodes: BTreeMap::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for id in 1..=n {
+            c.start_node(id).await;
+        }
+        c.nodes[&1].bootstrap().await.unwrap();
+        for id in 2..=n {
+            c.client(1).add_node(id, format!("mem-{id}")).await.unwrap();
+        }
+        c
+    }
+
+    pub(crate) async fn start_node(&mut self, id: NodeId) {
+        let node = MetaNode::start(config(self.dir.path(), id), self.router.factory(id))
+            .await
+            .unwrap();
+        self.router.register(id, node.raft().clone());
+        self.nodes.insert(id, Arc::new(node));
+    }
+
+    pub(crate) async fn kill(&mut self, id: NodeId) {
+        self.router.unregister(id);
+        if let Some(n) = self.nodes.remove(&id) {
+            n.shutdown().await;
+        }
+    }
+
+    pub(crate) fn client(&self, id: NodeId) -> RaftMetaClient {
+        RaftMetaClient::new(self.nodes[&id].clone())
+    }
+
+    /// Waits until the nodes in `among` agree on one leader among them.
+    pub(crate) async fn leader(&self, among: &[NodeId]) -> NodeId {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let mut seen = Vec::new();
+                for id in among {
+                    seen.push(self.nodes[id].raft().current_leader().await);
+                }
+                if let Some(Some(l)) = seen.first() {
+                    if among.contains(l) && seen.iter().all(|s| *s == Some(*l)) {
+                        return *l;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("no agreed leader")
+    }
+
+    /// Waits until `pred` holds on the applied state of every node in `on`.
+    pub(crate) async fn until(&self, on: &[NodeId], what: &str, pred: impl Fn(&MetaState) -> bool) {
+        let r = tokio::time::timeout(WAIT, async {
+            for id in on {
+                let mut rx = self.nodes[id].subscribe();
+                while !pred(&rx.borrow_and_update()) {
+                    rx.changed().await.unwrap();
+                }
+            }
+        })
+        .await;
+        assert!(r.is_ok(), "timed out waiting for {what}");
+    }
+
+    pub(crate) async fn shutdown(self) {
+        for n in self.nodes.values() {
+            n.shutdown().await;
+        }
+    }
+}
+
+fn rules(ns: &str) -> Command {
+    Command::PutRuleGroups {
+        namespace: ns.into(),
+        groups: vec![RuleGroup {
+            name: ns.into(),
+            source: String::new(),
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elects_a_leader_and_applies_everywhere() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.client(leader).propose(rules("a")).await.unwrap();
+    c.until(&[1, 2, 3], "rule group on all", |s| {
+        s.rule_groups.contains_key("a") && s.nodes.len() == 3
+    })
+    .await;
+    // A follower refuses writes and names the leader.
+    let follower = [1, 2, 3].into_iter().find(|n| *n != leader).unwrap();
+    match c.client(follower).propose(rules("b")).await {
+        Err(MetaError::NotLeader { leader: l, .. }) => assert_eq!(l, Some(leader)),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    assert!(!c.client(follower).is_leader_confirmed().await.unwrap());
+    assert!(c.client(leader).is_leader_confirmed().await.unwrap());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_client_passes_shared_suite() {
+    let c = Cluster::start(3).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.until(&[leader], "all nodes recorded", |s| s.nodes.len() == 3)
+        .await;
+    crate::client_suite::run(&c.client(leader), 1).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced() {
+    let mut c = Cluster::start(3).await;
+    let old = c.leader(&[1, 2, 3]).await;
+    c.kill(old).await;
+    let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|n| *n != old).collect();
+    let new = c.leader(&rest).await;
+    assert_ne!(new, old);
+    c.client(new).propose(rules("after")).await.unwrap();
+    c.until(&rest, "write after failover", |s| {
+        s.rule_groups.contains_key("after")
+    })
+    .await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_cannot_commit() {
+    let c = Cluster::start(3).await;
+    let old = c.leader(&[1, 2, 3]).await;
+    let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|n| *n != old).collect();
+    c.router.partition(&[&[old], &rest]);
+
+    // The minority side: its write cannot commit, and it cannot confirm
+    // its leadership.
+    let client = c.client(old);
+    let write = tokio::time::timeout(Duration::from_millis(800), client.propose(rules("lost")));
+    match write.await {
+        Err(_elapsed) => {}
+        Ok(r) => assert!(r.is_err(), "minority committed: {r:?}"),
+    }
+    let confirmed =
+        tokio::time::timeout(Duration::from_millis(800), client.is_leader_confirmed()).await;
+    assert!(!matches!(confirmed, Ok(Ok(true))), "{confirmed:?}");
+
+    // The majority elects a leader and commits.
+    let new = c.leader(&rest).await;
+    c.client(new).propose(rules("kept")).await.unwrap();
+
+    // After healing, the old leader follows and converges; the minority's
+    // write is gone.
+    c.router.heal();
+    c.until(&[1, 2, 3], "convergence after heal", |s| {
+        s.rule_groups.contains_key("kept")
+    })
+    .await;
+    for id in [1, 2, 3] {
+        assert!(!c.nodes[&id].state().rule_groups.contains_key("lost"));
+    }
+    c.shutdown().await;
+}
+
+/// Node 4 joins a 3-node cluster with rf 2: the leader's rebalancer moves
+/// replicas to it (each new replica reports caught-up, as the data path
+/// will) until every node holds its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_triggers_rebalancing() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.until(&[leader], "all nodes recorded", |s| s.nodes.len() == 3)
+        .await;
+    c.client(leader)
+        .propose(Command::InitShards {
+            shards: 12,
+            replication_factor: 2,
+            placement_labels: vec![],
+        })
+        .await
+        .unwrap();
+    c.start_node(4).await;
+    c.client(leader).add_node(4, "mem-4".into()).await.unwrap();
+
+    // Stand-in for the data path: report pending replicas as caught up.
+    let reporter = {
+        let client = c.client(leader);
+        let mut rx = client.watch();
+        tokio::spawn(async move {
+            loop {
+                let pending: Vec<(u32, NodeId)> = rx
+                    .borrow_and_update()
+                    .shard_map
+                    .iter()
+                    .flat_map(|m| {
+                        m.assignments
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(i, a)| a.pending.iter().map(move |n| (i as u32, *n)))
+                    })
+                    .collect();
+                for (shard, node) in pending {
+                    let _ = client
+                        .propose(Command::ShardReplicaCaughtUp { shard, node })
+                        .await;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    c.until(&[1, 2, 3, 4], "balanced map", |s| {
+        let Some(m) = &s.shard_map else { return false };
+        let counts = m.replica_counts();
+        m.assignments
+            .iter()
+            .all(|a| a.pending.is_empty() && a.replicas.len() == 2)
+            && [1, 2, 3, 4].iter().all(|n| counts.get(n) == Some(&6))
+    })
+    .await;
+    reporter.abort();
+    // Node 4 is a voter too (fewer than 5 voters).
+    let voters: Vec<NodeId> = c.nodes[&leader].raft().voter_ids().collect();
+    assert!(voters.contains(&4), "{voters:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_cluster_recovers_state_from_disk() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.client(leader).propose(rules("durable")).await.unwrap();
+    c.until(&[1, 2, 3], "applied", |s| {
+        s.rule_groups.contains_key("durable")
+    })
+    .await;
+    for id in [1, 2, 3] {
+        c.kill(id).await;
+    }
+    for id in [1, 2, 3] {
+        c.start_node(id).await;
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.until(&[1, 2, 3], "recovered", |s| {
+        s.rule_groups.contains_key("durable") && s.nodes.len() == 3
+    })
+    .await;
+    c.client(leader).propose(rules("later")).await.unwrap();
+    c.shutdown().await;
+}
