@@ -286,6 +286,11 @@ impl Db {
         })?;
         // The WAL lock is ours now: the directory may be tidied.
         let blocks = maintain::tidy_blocks(scan, &compactor, &mut report)?;
+        if let Some(t) = persisted_until {
+            // Series whose replayed samples were all in blocks are empty;
+            // drop them as the next cut would.
+            head.truncate_before(t);
+        }
         if let Some(error) = first_replay_error {
             // A Series record the head cannot take (e.g. a ref clash) means
             // the WAL contradicts itself; refusing to open would make the node

@@ -683,7 +683,10 @@ fn deletes_hide_samples_but_never_later_appends() {
     assert_eq!(samples(ca).len(), 100);
     // A range wholly deleted yields no sample (chunks entirely inside it
     // are not even returned, as from a block).
-    for s in h.select(1500, 2500, &[ma.clone()], None).unwrap() {
+    for s in h
+        .select(1500, 2500, std::slice::from_ref(&ma), None)
+        .unwrap()
+    {
         assert!(collect_samples(&mut s.iter_range(1500, 2500))
             .unwrap()
             .is_empty());

@@ -384,3 +384,129 @@ fn promtool_analyzes_a_compacted_db_block() {
     assert!(text.contains(&format!("Block ID: {id}")), "{text}");
     assert!(text.contains(&format!("Series: {SERIES}")), "{text}");
 }
+
+/// Timings of the block path (run in release, ignored by default):
+/// `cargo test --release -p pharos-storage --test it db_blocks::perf -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement; run in release"]
+fn perf_head_persistence_and_compaction() {
+    use std::time::Instant;
+    let n: u64 = std::env::var("PHAROS_PERF_SERIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let series: Vec<Labels> = (0..n)
+        .map(|i| {
+            Labels::from_pairs([
+                ("__name__", "perf"),
+                ("instance", &format!("host-{}", i / 10)),
+                ("i", &i.to_string()),
+            ])
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let (mut append, mut cut, mut compact) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut t = T0;
+    let end = T0 + 10 * HOUR;
+    while t < end {
+        let batch: Vec<(Labels, i64, f64)> = series
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), t, ((t - T0) / STEP) as f64 + i as f64))
+            .collect();
+        let s = Instant::now();
+        db.append(&batch).unwrap();
+        append += s.elapsed();
+        t += STEP;
+        if (t - T0) % HOUR == 0 {
+            let s = Instant::now();
+            db.compact_head().unwrap();
+            cut += s.elapsed();
+            let s = Instant::now();
+            db.compact_blocks().unwrap();
+            compact += s.elapsed();
+        }
+    }
+    let samples = n * (10 * HOUR / STEP) as u64;
+    let blocks = db.blocks();
+    let in_blocks: u64 = blocks.iter().map(|b| b.meta().stats.num_samples).sum();
+    let bytes: u64 = blocks.iter().map(|b| b.size_bytes().unwrap()).sum();
+    let s = Instant::now();
+    let got = db
+        .select(
+            T0,
+            T0 + 10 * HOUR,
+            &[Matcher::new(MatchType::Equal, "__name__", "perf").unwrap()],
+            None,
+        )
+        .unwrap();
+    let mut read = 0u64;
+    for x in &got {
+        let mut it = x.iter();
+        while it.next() == ValueType::Float {
+            read += 1;
+        }
+    }
+    let q = s.elapsed();
+    assert_eq!(read, samples);
+    println!(
+        "perf: {n} series x 10h @15s = {samples} samples; append {:.0} samples/s; \
+         4 head cuts {:?} total ({:.0} samples/s); compaction {:?}; blocks {:?}; \
+         {in_blocks} samples in blocks, {:.2} B/sample on disk; full read {:?} ({:.0} samples/s)",
+        samples as f64 / append.as_secs_f64(),
+        cut,
+        (4 * n * (2 * HOUR / STEP) as u64) as f64 / cut.as_secs_f64(),
+        compact,
+        ranges(&db),
+        bytes as f64 / in_blocks as f64,
+        q,
+        samples as f64 / q.as_secs_f64(),
+    );
+}
+
+/// Append latency while a head cut runs on another thread (release,
+/// ignored): the cut holds the append lock for one store only, so appends
+/// keep going.
+#[test]
+#[ignore = "measurement; run in release"]
+fn perf_appends_continue_during_head_cut() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+    let n: u64 = 10_000;
+    let series: Vec<Labels> = (0..n)
+        .map(|i| Labels::from_pairs([("__name__", "perf"), ("i", &i.to_string())]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(dir.path(), opts()).unwrap());
+    let batch_at = |t: i64| -> Vec<(Labels, i64, f64)> {
+        series.iter().map(|l| (l.clone(), t, t as f64)).collect()
+    };
+    let mut t = T0;
+    while t <= T0 + 3 * HOUR + 15 * 60_000 {
+        db.append(&batch_at(t)).unwrap();
+        t += STEP;
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let (db2, done2) = (Arc::clone(&db), Arc::clone(&done));
+    let cutter = std::thread::spawn(move || {
+        let s = Instant::now();
+        let m = db2.compact_head().unwrap();
+        done2.store(true, Ordering::SeqCst);
+        (s.elapsed(), m.len())
+    });
+    let (mut during, mut worst) = (0, Duration::ZERO);
+    while !done.load(Ordering::SeqCst) {
+        let s = Instant::now();
+        db.append(&batch_at(t)).unwrap();
+        worst = worst.max(s.elapsed());
+        during += 1;
+        t += STEP;
+    }
+    let (cut, blocks) = cutter.join().unwrap();
+    assert_eq!(blocks, 1);
+    println!(
+        "perf: head cut of {n} series x 2h took {cut:?}; {during} batches of {n} samples appended meanwhile, slowest {worst:?}"
+    );
+}
