@@ -252,9 +252,13 @@ fn streamed_response(q: Arc<dyn Queryable>, req: pb::ReadRequest) -> Response {
 /// The axum handler.
 pub async fn handle(State(st): State<Arc<AppState>>, body: Body) -> Response {
     let run = async {
-        let body = axum::body::to_bytes(body, st.settings.remote_write.max_compressed_bytes)
-            .await
-            .map_err(|e| ReadError::BadData(format!("could not read body: {e}")))?;
+        let body = tokio::time::timeout(
+            crate::http::params::BODY_TIMEOUT,
+            axum::body::to_bytes(body, st.settings.remote_write.max_compressed_bytes),
+        )
+        .await
+        .map_err(|_| ReadError::BadData("timed out reading the request body".into()))?
+        .map_err(|e| ReadError::BadData(format!("could not read body: {e}")))?;
         let q = Arc::clone(&st.queryable);
         tokio::task::spawn_blocking(move || {
             let raw = crate::remote_write::decompress(&body, MAX_REQUEST_BYTES)

@@ -395,14 +395,18 @@ async fn receive(
     let _permit = Arc::clone(&st.write_slots)
         .try_acquire_owned()
         .map_err(|_| WriteError::Overloaded)?;
-    let body = axum::body::to_bytes(body, limits.max_compressed_bytes)
-        .await
-        .map_err(|e| {
-            WriteError::TooLarge(format!(
-                "could not read body (limit {} bytes): {e}",
-                limits.max_compressed_bytes
-            ))
-        })?;
+    let body = tokio::time::timeout(
+        crate::http::params::BODY_TIMEOUT,
+        axum::body::to_bytes(body, limits.max_compressed_bytes),
+    )
+    .await
+    .map_err(|_| WriteError::BadData("timed out reading the request body".into()))?
+    .map_err(|e| {
+        WriteError::TooLarge(format!(
+            "could not read body (limit {} bytes): {e}",
+            limits.max_compressed_bytes
+        ))
+    })?;
     let limits = limits.clone();
     let sink = Arc::clone(&st.sink);
     let metrics = Arc::clone(&st.metrics);

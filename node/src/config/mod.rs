@@ -560,7 +560,7 @@ impl Config {
                 )));
             }
         }
-        for (name, _) in &self.global.external_labels {
+        for name in self.global.external_labels.keys() {
             if !pharos_storage::labels::is_valid_label_name(name) {
                 return Err(semantic(format!(
                     "global.external_labels: {name:?} is not a valid label name"

@@ -15,6 +15,10 @@ use time::OffsetDateTime;
 use crate::config::duration::parse_duration_ms;
 use crate::error::ApiError;
 
+/// Longest a client may take to send a request body (slow senders would
+/// otherwise hold connections and limits).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Earliest and latest timestamps (ms) used when `start`/`end` are absent.
 pub const MIN_TIME: i64 = i64::MIN / 2;
 pub const MAX_TIME: i64 = i64::MAX / 2;
@@ -37,9 +41,12 @@ impl Params {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
         if parts.method == Method::POST && is_form {
-            let bytes = axum::body::to_bytes(body, max_body).await.map_err(|_| {
-                ApiError::TooLarge(format!("request body over the limit of {max_body} bytes"))
-            })?;
+            let bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, max_body))
+                .await
+                .map_err(|_| ApiError::bad("timed out reading the request body"))?
+                .map_err(|_| {
+                    ApiError::TooLarge(format!("request body over the limit of {max_body} bytes"))
+                })?;
             pairs.extend(form_urlencoded::parse(&bytes).into_owned());
         }
         if let Some(q) = parts.uri.query() {
