@@ -10,4 +10,5 @@ mod grafana;
 mod prometheus;
 mod remote_read;
 mod remote_write;
+mod scrape;
 mod security;
