@@ -9,6 +9,11 @@
 //! sample may be (the head's append rules do), how the WAL or a block is
 //! laid out, or which blocks to merge (the compact planner does).
 //!
+//! The server calls [`Db::start_background`] (or [`Db::maintain`] from its
+//! own loop, Prometheus checks every minute) so the head is persisted once it
+//! spans 1.5 block ranges; [`Db::open_with`] takes the block range and the
+//! retention limits ([`BlockOptions`]).
+//!
 //! Reads ([`Querier`] for `Db`) merge the head with every block overlapping
 //! the range; the block set is an `Arc` snapshot swapped atomically, so a
 //! compaction never invalidates a read in flight.
