@@ -167,7 +167,7 @@ fn map(l: &Labels) -> BTreeMap<String, String> {
 fn api_alert(a: &Alert) -> ApiActiveAlert {
     ApiActiveAlert {
         labels: map(&a.labels),
-        annotations: map(&a.annotations),
+        annotations: a.annotations.clone(),
         state: a.state.as_str().to_string(),
         active_at: Some(go_time(a.active_at)),
         value: go_e_shortest(a.value),

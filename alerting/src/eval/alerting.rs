@@ -40,7 +40,8 @@ impl AlertState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
     pub labels: Labels,
-    pub annotations: Labels,
+    /// Expanded annotations; unlike labels, empty values are kept.
+    pub annotations: BTreeMap<String, String>,
     pub state: AlertState,
     pub value: f64,
     pub active_at: i64,
@@ -131,15 +132,12 @@ impl AlertingRule {
             }
             lb.set("alertname", &self.def.name);
             let labels = lb.build();
-            let annotations = Labels::from_pairs(
-                self.def
-                    .annotations
-                    .iter()
-                    .map(|(k, v)| (k.clone(), self.expand(v, &data, env)))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str())),
-            );
+            let annotations: BTreeMap<String, String> = self
+                .def
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), self.expand(v, &data, env)))
+                .collect();
             if current.contains_key(&labels) {
                 return Err(
                     "vector contains metrics with the same labelset after applying alert labels"
@@ -361,7 +359,10 @@ mod tests {
         assert_eq!(out[0].0.get("alertstate"), Some("firing"));
         let a = r.active_alerts()[0].clone();
         assert_eq!(a.fired_at, 60_000);
-        assert_eq!(a.annotations.get("summary"), Some("a at 0"));
+        assert_eq!(
+            a.annotations.get("summary").map(String::as_str),
+            Some("a at 0")
+        );
         assert_eq!(a.labels.get("severity"), Some("page"));
         let out = r.eval(Vec::new(), 90_000, 0, &env).unwrap();
         assert!(out.is_empty());

@@ -215,11 +215,7 @@ impl RuleManager {
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
                         .collect(),
-                    annotations: alert
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                    annotations: alert.annotations.clone(),
                     starts_at: Some(rfc3339_ms(alert.fired_at)),
                     ends_at: Some(rfc3339_ms(ends)),
                     generator_url: generator_url(&self.opts.external_url, &expr),

@@ -1,0 +1,7 @@
+//! Integration tests of `pharos-alerting`: the rule-test runner against
+//! `promtool` (Prometheus 2.42), rule checks against `promtool check rules`,
+//! and the whole pipeline against a real Alertmanager.
+
+mod alertmanager;
+mod peers;
+mod promtool;
