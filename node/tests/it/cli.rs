@@ -72,6 +72,13 @@ fn sigterm_shuts_down_cleanly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
+    // A Prometheus section Pharos does not act on is accepted with a warning.
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        "global:\n  scrape_interval: 15s\nremote_read:\n  - url: http://127.0.0.1:1/read\n",
+    )
+    .unwrap();
     let mut child = Command::new(BIN)
         .args([
             "server",
@@ -80,6 +87,8 @@ fn sigterm_shuts_down_cleanly() {
             "--data-dir",
         ])
         .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -116,5 +125,9 @@ fn sigterm_shuts_down_cleanly() {
         .unwrap();
     assert!(status.success(), "{err}");
     assert!(err.contains("storage flushed"), "{err}");
+    assert!(
+        err.contains("not acted on") && err.contains("remote_read"),
+        "{err}"
+    );
     assert!(dir.path().join("data").join("wal").exists());
 }
