@@ -16,7 +16,7 @@ pub mod script;
 
 pub use histogram::{CounterResetHint, TestHistogram};
 pub use load::{LoadError, TestStorage};
-pub use run::{conformance_engine, run_script, CaseResult, FileReport};
+pub use run::{conformance_engine, run_script, CaseClass, CaseResult, FileReport};
 pub use script::{
     parse_script, Command, EvalCommand, LoadCommand, Script, ScriptError, SeriesValue,
 };

@@ -19,7 +19,9 @@ use regex::Regex;
 
 use super::compare::{self, Actual, Grid, MatrixSeries};
 use super::load::{loads_histograms, TestStorage};
-use super::script::{parse_script, AnnotationExpect, Command, EvalCommand, QueryKind, SeriesValue};
+use super::script::{
+    parse_script, AnnotationExpect, Command, EvalCommand, LoadCommand, QueryKind, SeriesValue,
+};
 use crate::engine::{AnnotationKind, Engine, EngineOptions, QueryError, QueryResult, Value};
 use crate::parser::ast::{AtModifier, Expr};
 use crate::parser::{parse_with, ParseOptions};
@@ -43,6 +45,10 @@ pub struct CaseResult {
     pub line: usize,
     pub expr: String,
     pub involves_histograms: bool,
+    /// Runs while samples with `@st` start timestamps are loaded, or calls
+    /// `start_timestamp()`. Storage keeps no start timestamps yet, so these
+    /// are counted on their own line, like histogram cases.
+    pub involves_start_timestamps: bool,
     /// `None` if the case passed; otherwise the first difference.
     pub failure: Option<String>,
 }
@@ -64,22 +70,19 @@ impl FileReport {
         self.cases.iter().filter(|c| c.failure.is_none()).count()
     }
 
-    /// Whether the file passes counting only cases that do not involve
-    /// native histograms (and no file-level error).
+    /// Whether the file passes counting only plain float cases (neither
+    /// native histograms nor start timestamps) and has no file-level error.
     pub fn float_ok(&self) -> bool {
         self.file_error.is_none()
             && self
                 .cases
                 .iter()
-                .all(|c| c.failure.is_none() || c.involves_histograms)
+                .all(|c| c.failure.is_none() || c.class() != CaseClass::Float)
     }
 
-    /// `(passed, failed)` over cases with or without histograms.
-    pub fn counts(&self, histograms: bool) -> (usize, usize) {
-        let sel = self
-            .cases
-            .iter()
-            .filter(|c| c.involves_histograms == histograms);
+    /// `(passed, failed)` over the cases of one class.
+    pub fn counts(&self, class: CaseClass) -> (usize, usize) {
+        let sel = self.cases.iter().filter(|c| c.class() == class);
         let (mut p, mut f) = (0, 0);
         for c in sel {
             if c.failure.is_none() {
@@ -90,6 +93,36 @@ impl FileReport {
         }
         (p, f)
     }
+}
+
+/// What storage a case needs. Each case is in exactly one class; histogram
+/// data wins over start timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseClass {
+    Float,
+    NativeHistogram,
+    StartTimestamp,
+}
+
+impl CaseResult {
+    pub fn class(&self) -> CaseClass {
+        if self.involves_histograms {
+            CaseClass::NativeHistogram
+        } else if self.involves_start_timestamps {
+            CaseClass::StartTimestamp
+        } else {
+            CaseClass::Float
+        }
+    }
+}
+
+/// Whether a load block carries any `@st` start timestamp.
+fn loads_start_timestamps(cmd: &LoadCommand) -> bool {
+    cmd.series.iter().any(|s| {
+        s.start_offsets
+            .as_ref()
+            .is_some_and(|o| o.iter().any(Option::is_some))
+    })
 }
 
 /// Functions whose presence disables the step-invariance variants.
@@ -131,14 +164,23 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
     let opts = ParseOptions::all();
     let mut parsed: Vec<Option<Expr>> = Vec::new();
     let mut hist_loaded = false;
+    let mut st_loaded = false;
     let mut involves: Vec<bool> = Vec::new();
+    let mut involves_st: Vec<bool> = Vec::new();
     let mut parse_errors: Vec<String> = Vec::new();
     for cmd in &script.commands {
         match cmd {
-            Command::Clear { .. } => hist_loaded = false,
-            Command::Load(l) => hist_loaded |= loads_histograms(l),
+            Command::Clear { .. } => {
+                hist_loaded = false;
+                st_loaded = false;
+            }
+            Command::Load(l) => {
+                hist_loaded |= loads_histograms(l);
+                st_loaded |= loads_start_timestamps(l);
+            }
             Command::Eval(ev) => {
                 involves.push(hist_loaded || ev.expects_histograms());
+                involves_st.push(st_loaded || ev.expr.contains("start_timestamp("));
                 match guarded(|| parse_with(&ev.expr, &opts)) {
                     Ok(Ok(e)) => parsed.push(Some(e)),
                     Ok(Err(e)) => {
@@ -166,11 +208,12 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
             parse_errors.len(),
             parse_errors[0]
         ));
-        for ((ev, inv), p) in evals.zip(&involves).zip(&parsed) {
+        for (((ev, inv), st), p) in evals.zip(&involves).zip(&involves_st).zip(&parsed) {
             report.cases.push(CaseResult {
                 line: ev.line,
                 expr: ev.expr.clone(),
                 involves_histograms: *inv,
+                involves_start_timestamps: *st,
                 failure: Some(match p {
                     Some(_) => "not run: another expression of the file does not parse".into(),
                     None => "expression does not parse".into(),
@@ -209,6 +252,7 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
                     line: ev.line,
                     expr: ev.expr.clone(),
                     involves_histograms: involves[k],
+                    involves_start_timestamps: involves_st[k],
                     failure,
                 });
                 k += 1;
