@@ -19,8 +19,9 @@
 //!
 //! Timestamps: each target has a fixed offset in the 15 s interval (as
 //! Prometheus spreads targets); 80% of scrapes land exactly on the target's
-//! grid (Prometheus snaps scrape timestamps that are within a few ms of the
-//! grid), the other 20% are 1–20 ms late.
+//! grid (Prometheus snaps scrape timestamps within 2 ms of the grid onto it,
+//! its default `--scrape.timestamp-tolerance`), the other 20% are 1–20 ms
+//! late.
 //!
 //! Everything is derived from `(seed, target)` with a private xorshift, so the
 //! same arguments produce the same samples in every mode (Pharos head, block,
