@@ -151,6 +151,79 @@ fn meta_entry<'m>(m: &'m mut HashMap<String, MetricMeta>, family: &str) -> &'m m
     })
 }
 
+/// Per-target memo of how each series text of the body was labeled:
+/// target labels attached, metric-relabeled and checked — or dropped. A
+/// series seen in an earlier scrape skips all of that (most scrapes repeat
+/// the previous one's series). Valid only for one target and job settings;
+/// the loop clears it when either changes.
+#[derive(Default)]
+pub struct SeriesCache {
+    map: HashMap<Box<str>, CacheEntry, xxhash_rust::xxh3::Xxh3Builder>,
+    scrape: u64,
+}
+
+struct CacheEntry {
+    /// `None`: dropped by metric relabeling.
+    labels: Option<Labels>,
+    last_seen: u64,
+}
+
+impl SeriesCache {
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Forgets series missing from the last scrape once they are a
+    /// significant part of the cache, so churning series cannot grow it
+    /// without bound.
+    fn trim(&mut self, live: usize) {
+        if self.map.len() > 2 * live + 64 {
+            let cur = self.scrape;
+            self.map.retain(|_, e| e.last_seen == cur);
+        }
+    }
+}
+
+/// Labels one sample as Prometheus does: name and body labels, target
+/// labels (see [`attach_target_labels`]), metric relabeling, name and limit
+/// checks. `Ok(None)`: dropped by relabeling.
+fn label_sample(
+    s: &super::exposition::Sample<'_>,
+    target_labels: &Labels,
+    job: &JobSettings,
+    pairs: &mut Vec<(String, String)>,
+) -> Result<Option<Labels>, ScrapeError> {
+    pairs.clear();
+    pairs.push(("__name__".to_string(), s.name.to_string()));
+    for (n, v) in &s.labels {
+        if pairs.iter().any(|(x, _)| x == n) {
+            return Err(ScrapeError::DuplicateLabel {
+                metric: s.name.to_string(),
+                name: n.to_string(),
+            });
+        }
+        pairs.push((n.to_string(), v.to_string()));
+    }
+    attach_target_labels(pairs, target_labels, job.honor_labels);
+    let mut labels = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    if !job.metric_relabel_configs.is_empty() {
+        match relabel::process(&labels, &job.metric_relabel_configs) {
+            Some(l) if !l.is_empty() => labels = l,
+            _ => return Ok(None),
+        }
+    }
+    check_labels(&labels, job)?;
+    Ok(Some(labels))
+}
+
 /// Turns a body into a batch: every sample labeled with the target's labels,
 /// metric-relabeled, checked against the job's limits. Any error refuses the
 /// whole scrape, as in Prometheus.
@@ -160,10 +233,13 @@ pub fn process_body(
     target_labels: &Labels,
     job: &JobSettings,
     scrape_ts: i64,
+    cache: &mut SeriesCache,
 ) -> Result<Batch, ScrapeError> {
     let mut p = Parser::new(body, format)?;
     let mut batch = Batch::default();
     let mut pairs: Vec<(String, String)> = Vec::new();
+    cache.scrape += 1;
+    let scrape = cache.scrape;
     while let Some(entry) = p.next_entry()? {
         let s = match entry {
             Entry::Sample(s) => s,
@@ -184,26 +260,26 @@ pub fn process_body(
         if s.exemplar.is_some() {
             batch.exemplars += 1;
         }
-        pairs.clear();
-        pairs.push(("__name__".to_string(), s.name.to_string()));
-        for (n, v) in &s.labels {
-            if pairs.iter().any(|(x, _)| x == n) {
-                return Err(ScrapeError::DuplicateLabel {
-                    metric: s.name.to_string(),
-                    name: n.to_string(),
-                });
+        let labels = match cache.map.get_mut(s.series) {
+            Some(e) => {
+                e.last_seen = scrape;
+                e.labels.clone()
             }
-            pairs.push((n.to_string(), v.to_string()));
-        }
-        attach_target_labels(&mut pairs, target_labels, job.honor_labels);
-        let mut labels = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        if !job.metric_relabel_configs.is_empty() {
-            match relabel::process(&labels, &job.metric_relabel_configs) {
-                Some(l) if !l.is_empty() => labels = l,
-                _ => continue,
+            None => {
+                let l = label_sample(&s, target_labels, job, &mut pairs)?;
+                cache.map.insert(
+                    s.series.into(),
+                    CacheEntry {
+                        labels: l.clone(),
+                        last_seen: scrape,
+                    },
+                );
+                l
             }
-        }
-        check_labels(&labels, job)?;
+        };
+        let Some(labels) = labels else {
+            continue;
+        };
         let explicit = if job.honor_timestamps {
             s.timestamp_ms
         } else {
@@ -219,6 +295,7 @@ pub fn process_body(
             return Err(ScrapeError::SampleLimit(job.sample_limit));
         }
     }
+    cache.trim(batch.scraped);
     Ok(batch)
 }
 
@@ -438,6 +515,7 @@ pub async fn run(
         Control::Stop { .. } => return,
     };
     let mut client = Client::new(&job);
+    let mut cache = SeriesCache::default();
     let mut series_labels = target.series_labels();
     let first = target.offset(seed, u64::try_from(now_ms()).unwrap_or(0));
     let mut next = tokio::time::Instant::now() + first;
@@ -457,6 +535,7 @@ pub async fn run(
                         }
                         job = j;
                         target = *t;
+                        cache.clear();
                         series_labels = target.series_labels();
                         if rephase {
                             next = tokio::time::Instant::now()
@@ -489,7 +568,7 @@ pub async fn run(
             {
                 Ok(f) => {
                     let format = Format::from_content_type(f.content_type.as_deref());
-                    process_body(&f.body, format, &series_labels, &job, ts)
+                    process_body(&f.body, format, &series_labels, &job, ts, &mut cache)
                         .map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e.to_string()),
@@ -524,6 +603,44 @@ mod tests {
         f.settings(Path::new("p.yml")).jobs.remove(0)
     }
 
+    /// `process_body` with a fresh cache.
+    fn pb(
+        body: &[u8],
+        format: Format,
+        t: &Labels,
+        j: &JobSettings,
+        ts: i64,
+    ) -> Result<Batch, ScrapeError> {
+        process_body(body, format, t, j, ts, &mut SeriesCache::default())
+    }
+
+    #[test]
+    fn the_series_cache_gives_the_same_answers() {
+        let j = job("    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: drop_.*\n        action: drop\n");
+        let body = b"a{x=\"1\"} 1\ndrop_me 2\nb 3 1000\n";
+        let mut cache = SeriesCache::default();
+        let first = process_body(body, Format::PromText, &target(), &j, 5, &mut cache).unwrap();
+        assert_eq!(cache.len(), 3);
+        let second = process_body(body, Format::PromText, &target(), &j, 5, &mut cache).unwrap();
+        assert_eq!(first.samples, second.samples);
+        assert_eq!(first.tracked, second.tracked);
+        assert_eq!(second.samples.len(), 2);
+        // Series that stop appearing are forgotten once they dominate.
+        for i in 0..200 {
+            let line = format!("churn{{i=\"{i}\"}} 1\n");
+            process_body(
+                line.as_bytes(),
+                Format::PromText,
+                &target(),
+                &j,
+                6,
+                &mut cache,
+            )
+            .unwrap();
+        }
+        assert!(cache.len() < 100, "cache kept {} entries", cache.len());
+    }
+
     fn target() -> Labels {
         Labels::from_pairs([("job", "j"), ("instance", "h:1")])
     }
@@ -531,7 +648,7 @@ mod tests {
     #[test]
     fn target_labels_and_exported_prefix() {
         let body = b"m{job=\"inner\",instance=\"x\",exported_job=\"e\",a=\"1\"} 1\nn 2 5000\n";
-        let b = process_body(body, Format::PromText, &target(), &job(""), 9000).unwrap();
+        let b = pb(body, Format::PromText, &target(), &job(""), 9000).unwrap();
         assert_eq!(
             b.samples[0].0,
             Labels::from_pairs([
@@ -548,7 +665,7 @@ mod tests {
         // Explicit timestamps are honored and such series are not tracked.
         assert_eq!(b.samples[1].1, 5000);
         assert_eq!(b.tracked.len(), 1);
-        let honor = process_body(
+        let honor = pb(
             body,
             Format::PromText,
             &target(),
@@ -566,12 +683,12 @@ mod tests {
     fn metric_relabeling_and_limits() {
         let body = b"# TYPE keep_me counter\n# HELP keep_me Help.\nkeep_me{a=\"1\"} 1\ndrop_me 2\n";
         let j = job("    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: drop_.*\n        action: drop\n");
-        let b = process_body(body, Format::PromText, &target(), &j, 1).unwrap();
+        let b = pb(body, Format::PromText, &target(), &j, 1).unwrap();
         assert_eq!(b.scraped, 2);
         assert_eq!(b.samples.len(), 1);
         assert_eq!(b.metadata["keep_me"].kind, "counter");
         assert_eq!(b.metadata["keep_me"].help, "Help.");
-        let limited = |extra: &str| process_body(body, Format::PromText, &target(), &job(extra), 1);
+        let limited = |extra: &str| pb(body, Format::PromText, &target(), &job(extra), 1);
         assert_eq!(
             limited("    sample_limit: 1\n").unwrap_err(),
             ScrapeError::SampleLimit(1)
@@ -589,7 +706,7 @@ mod tests {
             limited("    label_value_length_limit: 4\n"),
             Err(ScrapeError::LabelValueLength { .. })
         ));
-        let dup = process_body(
+        let dup = pb(
             b"m{a=\"1\",a=\"2\"} 1\n",
             Format::PromText,
             &target(),
@@ -599,7 +716,7 @@ mod tests {
         assert!(matches!(dup, Err(ScrapeError::DuplicateLabel { .. })));
         let bad = job("    metric_relabel_configs:\n      - regex: '(.*)'\n        source_labels: [a]\n        target_label: __name__\n        replacement: '1bad'\n");
         assert!(matches!(
-            process_body(b"m{a=\"1\"} 1\n", Format::PromText, &target(), &bad, 1),
+            pb(b"m{a=\"1\"} 1\n", Format::PromText, &target(), &bad, 1),
             Err(ScrapeError::InvalidLabels(_))
         ));
     }
@@ -611,7 +728,7 @@ mod tests {
         let j = job("");
         let t = target();
         let now = SystemTime::now();
-        let b1 = process_body(b"a 1\nb 2\n", Format::PromText, &t, &j, 1000).unwrap();
+        let b1 = pb(b"a 1\nb 2\n", Format::PromText, &t, &j, 1000).unwrap();
         let (out, _) = s.complete(&t, 1000, now, Duration::from_millis(5), Ok(b1));
         let get = |out: &[(Labels, i64, f64)], name: &str| {
             out.iter()
@@ -624,7 +741,7 @@ mod tests {
         assert_eq!(get(&out, "scrape_duration_seconds"), Some(0.005));
         assert_eq!(st.read().health, Health::Up);
         // b disappears: one staleness marker; nothing new added.
-        let b2 = process_body(b"a 1\n", Format::PromText, &t, &j, 2000).unwrap();
+        let b2 = pb(b"a 1\n", Format::PromText, &t, &j, 2000).unwrap();
         let (out, _) = s.complete(&t, 2000, now, Duration::ZERO, Ok(b2));
         assert!(get(&out, "b").is_some_and(is_stale_nan));
         assert_eq!(get(&out, "scrape_series_added"), Some(0.0));
@@ -641,7 +758,7 @@ mod tests {
         assert_eq!(st.read().last_error, "connection refused");
         assert_eq!(st.read().health, Health::Down);
         // Back up, then the target goes away: series and report series stale.
-        let b4 = process_body(b"a 1\n", Format::PromText, &t, &j, 4000).unwrap();
+        let b4 = pb(b"a 1\n", Format::PromText, &t, &j, 4000).unwrap();
         s.complete(&t, 4000, now, Duration::ZERO, Ok(b4));
         let end = s.end_of_run(&t, 5000);
         assert_eq!(end.len(), 6);
@@ -658,10 +775,10 @@ mod tests {
         let j = job("");
         let t = target();
         let body = b"# TYPE a gauge\na 1\n";
-        let b = process_body(body, Format::PromText, &t, &j, 1).unwrap();
+        let b = pb(body, Format::PromText, &t, &j, 1).unwrap();
         let (_, meta) = s.complete(&t, 1, SystemTime::now(), Duration::ZERO, Ok(b));
         assert_eq!(meta.len(), 1);
-        let b = process_body(body, Format::PromText, &t, &j, 2).unwrap();
+        let b = pb(body, Format::PromText, &t, &j, 2).unwrap();
         let (_, meta) = s.complete(&t, 2, SystemTime::now(), Duration::ZERO, Ok(b));
         assert!(meta.is_empty());
     }

@@ -91,6 +91,9 @@ pub struct Exemplar<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample<'a> {
     pub name: &'a str,
+    /// The line's series text (name and label block, as written): a cache
+    /// key that lets the scrape loop skip relabeling series it has seen.
+    pub series: &'a str,
     /// In body order (not sorted, duplicates not yet checked).
     pub labels: Vec<Label<'a>>,
     pub value: f64,

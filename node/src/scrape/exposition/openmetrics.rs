@@ -147,6 +147,7 @@ fn parse_timestamp(t: &str) -> Result<i64, String> {
 }
 
 fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
+    let start = c.pos;
     let name = c
         .metric_name()
         .ok_or_else(|| format!("invalid metric name at {:?}", c.rest_short()))?;
@@ -154,6 +155,7 @@ fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
     if c.peek() == Some(b'{') {
         c.labels(false, &mut labels)?;
     }
+    let series = c.s.get(start..c.pos).unwrap_or(name);
     if !c.eat(b' ') {
         return Err(format!("expected a space before the value of {name:?}"));
     }
@@ -177,6 +179,7 @@ fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
     }
     Ok(Sample {
         name,
+        series,
         labels,
         value,
         timestamp_ms,

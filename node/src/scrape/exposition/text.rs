@@ -101,6 +101,7 @@ fn parse_comment(mut c: Cursor<'_>) -> Result<Option<Entry<'_>>, String> {
 }
 
 fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
+    let start = c.pos;
     let name = c
         .metric_name()
         .ok_or_else(|| format!("invalid metric name at {:?}", c.rest_short()))?;
@@ -109,6 +110,7 @@ fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
     if c.peek() == Some(b'{') {
         c.labels(true, &mut labels)?;
     }
+    let series = c.s.get(start..c.pos).unwrap_or(name).trim_end();
     c.skip_blank();
     let v = c.token();
     let value = parse_value(v).ok_or_else(|| {
@@ -136,6 +138,7 @@ fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
     }
     Ok(Sample {
         name,
+        series,
         labels,
         value,
         timestamp_ms,
