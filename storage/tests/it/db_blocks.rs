@@ -510,3 +510,48 @@ fn perf_appends_continue_during_head_cut() {
         "perf: head cut of {n} series x 2h took {cut:?}; {during} batches of {n} samples appended meanwhile, slowest {worst:?}"
     );
 }
+
+#[test]
+fn size_retention_deletes_oldest_blocks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    ingest(&db, T0, T0 + 6 * HOUR);
+    // [0,2h) [2h,4h): the planner waits for the 6h range to fill.
+    assert_eq!(ranges(&db), vec![(0, 2 * HOUR, 1), (2 * HOUR, 4 * HOUR, 1)]);
+    drop(db);
+    let dir_size = |p: &Path| -> u64 {
+        fn walk(p: &Path) -> u64 {
+            std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        e.metadata().unwrap().len()
+                    }
+                })
+                .sum()
+        }
+        walk(p)
+    };
+    // Budget: the newest block and the WAL (as it will be once reopened,
+    // with its new segment) fit, the older block does not.
+    let db = Db::open(dir.path(), opts()).unwrap();
+    let newest = db.blocks()[1].clone();
+    let budget = dir_size(newest.dir()) + dir_size(&dir.path().join("wal")) + 1024;
+    drop(db);
+    let bopts = BlockOptions {
+        retention_bytes: Some(budget),
+        ..BlockOptions::default()
+    };
+    let db = Db::open_with(dir.path(), opts(), bopts).unwrap();
+    let gone = db.apply_retention().unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(ranges(&db), vec![(2 * HOUR, 4 * HOUR, 1)]);
+    assert_eq!(db.blocks()[0].id(), newest.id());
+    assert_eq!(
+        dump(&db, i64::MIN, i64::MAX),
+        expected(T0 + 6 * HOUR, T0 + 2 * HOUR, i64::MAX, |_, _| false)
+    );
+}
