@@ -283,3 +283,273 @@ scrape_configs:
     m.shutdown().await;
     drop(prom);
 }
+
+// ---------------------------------------------------------------------
+// Benchmark (ignored; run in release, see BENCHMARKS.md):
+//   cargo test --release -p pharos-node --test it scrape::bench_ -- --ignored --nocapture
+// ---------------------------------------------------------------------
+
+const BENCH_EXPORTER_ENV: &str = "PHAROS_SCRAPE_BENCH_EXPORTER";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) a process has used, from /proc (USER_HZ is
+/// 100 on Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after_comm.split(' ').collect();
+    // Fields 14 and 15 of stat; after the comm field they are 11 and 12 (0-based).
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// The exporter half of the benchmark, run in a child process (this test
+/// binary re-executed with `BENCH_EXPORTER_ENV=<ports file>`), so its CPU
+/// is not counted against the scraper. Serves `BENCH_TARGETS` listeners
+/// with `BENCH_SERIES` series each over keep-alive HTTP/1.1.
+#[test]
+#[ignore]
+fn bench_exporter_process() {
+    let Ok(ports_file) = std::env::var(BENCH_EXPORTER_ENV) else {
+        return;
+    };
+    let targets = env_usize("BENCH_TARGETS", 1000);
+    let series = env_usize("BENCH_SERIES", 1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let names: Arc<Vec<String>> = Arc::new(
+            (0..series)
+                .map(|i| format!("bench_metric_{}{{series=\"{i}\",kind=\"k{}\"}} ", i % 50, i % 7))
+                .collect(),
+        );
+        let mut ports = Vec::new();
+        for _ in 0..targets {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            ports.push(l.local_addr().unwrap().port().to_string());
+            let names = Arc::clone(&names);
+            tokio::spawn(async move {
+                let mut counter = 0u64;
+                loop {
+                    let Ok((mut s, _)) = l.accept().await else { return };
+                    let names = Arc::clone(&names);
+                    counter += 1;
+                    let base = counter;
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 8192];
+                        let mut n_req = 0u64;
+                        loop {
+                            // One request per read is enough for scrapers.
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => {}
+                            }
+                            n_req += 1;
+                            let mut body = String::with_capacity(names.len() * 48);
+                            for (i, n) in names.iter().enumerate() {
+                                body.push_str(n);
+                                body.push_str(&((base * 1000 + n_req) * (i as u64 + 1)).to_string());
+                                body.push('\n');
+                            }
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                                body.len()
+                            );
+                            if s.write_all(head.as_bytes()).await.is_err()
+                                || s.write_all(body.as_bytes()).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        }
+        std::fs::write(&ports_file, ports.join("\n")).unwrap();
+        // Serve until the parent kills us.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+}
+
+/// Counts what the real storage appends.
+struct Counting {
+    inner: pharos_node::sink::LocalSink,
+    appended: std::sync::atomic::AtomicU64,
+}
+
+impl WriteSink for Counting {
+    fn write(&self, batch: &[(Labels, i64, f64)]) -> Result<WriteOutcome, SinkError> {
+        let out = self.inner.write(batch)?;
+        self.appended
+            .fetch_add(out.appended as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(out)
+    }
+    fn write_metadata(&self, entries: Vec<(String, MetricMeta)>) {
+        self.inner.write_metadata(entries)
+    }
+    fn delete(&self, m: &[Matcher], mint: i64, maxt: i64) -> Result<u64, SinkError> {
+        self.inner.delete(m, mint, maxt)
+    }
+}
+
+async fn prom_counter(addr: SocketAddr, name: &str) -> f64 {
+    let r = get(addr, "/metrics").await;
+    let text = r.text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Scrape-and-ingest CPU per million samples, Pharos vs Prometheus 2.42,
+/// one after the other on the same exporter.
+#[test]
+#[ignore]
+fn bench_scrape_ingest_vs_prometheus() {
+    if std::env::var(BENCH_EXPORTER_ENV).is_ok() || !peers_available() {
+        return;
+    }
+    let targets = env_usize("BENCH_TARGETS", 1000);
+    let series = env_usize("BENCH_SERIES", 1000);
+    let interval = env_usize("BENCH_INTERVAL_S", 10) as u64;
+    let warmup = Duration::from_secs(env_usize("BENCH_WARMUP_S", 15) as u64);
+    let window = Duration::from_secs(env_usize("BENCH_WINDOW_S", 30) as u64);
+    let dir = tempfile::tempdir().unwrap();
+    let ports_file = dir.path().join("ports");
+    let _exporter = Proc(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "scrape::bench_exporter_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(BENCH_EXPORTER_ENV, &ports_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ports = loop {
+        if let Ok(t) = std::fs::read_to_string(&ports_file) {
+            let p: Vec<String> = t.lines().map(str::to_string).collect();
+            if p.len() == targets {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "exporter did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let target_list = ports
+        .iter()
+        .map(|p| format!("'127.0.0.1:{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let job = format!(
+        "global:\n  scrape_interval: {interval}s\n  scrape_timeout: {interval}s\nscrape_configs:\n  - job_name: bench\n    static_configs:\n      - targets: [{target_list}]\n"
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &job).unwrap();
+    let expected_rate = (targets * (series + 5)) as f64 / interval as f64;
+
+    // Pharos: scrape manager into real storage.
+    let (pharos_cpu, pharos_samples) = {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let db = Arc::new(
+                pharos_storage::db::Db::open(dir.path().join("pharos"), Default::default())
+                    .unwrap(),
+            );
+            let sink = Arc::new(Counting {
+                inner: pharos_node::sink::LocalSink::new(
+                    db,
+                    Arc::new(pharos_node::sink::MetadataStore::new(10_000)),
+                ),
+                appended: Default::default(),
+            });
+            let m = ScrapeManager::new(
+                Arc::clone(&sink) as Arc<dyn WriteSink>,
+                Arc::new(SingleNode),
+            );
+            m.apply(ScrapeFile::parse(&job, &cfg).unwrap().settings(&cfg));
+            tokio::time::sleep(warmup).await;
+            let c0 = cpu_seconds("self");
+            let s0 = sink.appended.load(std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(window).await;
+            let c1 = cpu_seconds("self");
+            let s1 = sink.appended.load(std::sync::atomic::Ordering::Relaxed);
+            let up = api::targets(&m, StateFilter::Active, None)
+                .active_targets
+                .iter()
+                .filter(|t| t.health == "up")
+                .count();
+            eprintln!("pharos: {up}/{targets} targets up");
+            m.shutdown().await;
+            (c1 - c0, (s1 - s0) as f64)
+        })
+    };
+
+    // Prometheus 2.42 on the same targets.
+    let prom_addr = free_addr();
+    let prom = Proc(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = prom.0.id().to_string();
+    let (prom_cpu, prom_samples) = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::sleep(warmup).await;
+            let name = "prometheus_tsdb_head_samples_appended_total{type=\"float\"}";
+            let s0 = prom_counter(prom_addr, name).await;
+            let c0 = cpu_seconds(&pid);
+            tokio::time::sleep(window).await;
+            let c1 = cpu_seconds(&pid);
+            let s1 = prom_counter(prom_addr, name).await;
+            (c1 - c0, s1 - s0)
+        })
+    };
+    drop(prom);
+    let per_m = |cpu: f64, n: f64| if n > 0.0 { cpu / (n / 1e6) } else { f64::NAN };
+    println!(
+        "scrape bench: {targets} targets x {series} series every {interval}s (expected {expected_rate:.0} samples/s), window {}s",
+        window.as_secs()
+    );
+    println!(
+        "pharos:     {pharos_samples:.0} samples, {pharos_cpu:.2} CPU s, {:.3} CPU s per million samples",
+        per_m(pharos_cpu, pharos_samples)
+    );
+    println!(
+        "prometheus: {prom_samples:.0} samples, {prom_cpu:.2} CPU s, {:.3} CPU s per million samples",
+        per_m(prom_cpu, prom_samples)
+    );
+    assert!(pharos_samples > 0.0 && prom_samples > 0.0);
+}
