@@ -14,6 +14,9 @@
 //! - `--block-size DIR`: sizes of the block(s) in DIR;
 //! - `--serve PORT_FILE --max-secs N`: loopback exporter of the workload;
 //! - `--free-port`: prints a free 127.0.0.1 port;
+//! - `--compare-blocks A B`: chunk-by-chunk differences of two blocks of
+//!   the same series (e.g. Pharos's and promtool's);
+//! - `--keep`: keep the bench's work directory (blocks, WAL) and print it;
 //! - `--child head|wal-write`: internal.
 
 /// Errors end the bench with a message; nothing here recovers from one.
@@ -69,6 +72,7 @@ struct Args {
     seed: u64,
     tmp: PathBuf,
     max_secs: u64,
+    keep: bool,
     mode: Mode,
 }
 
@@ -78,13 +82,15 @@ enum Mode {
     BlockSize(PathBuf),
     Serve(PathBuf),
     FreePort,
+    CompareBlocks(PathBuf, PathBuf),
     ChildHead,
     ChildWalWrite(PathBuf),
 }
 
 const USAGE: &str = "usage: storage [--targets N] [--samples S] [--block-targets B] \
 [--wal-samples W] [--seed X] [--tmp DIR] \
-[--emit-openmetrics FILE | --block-size DIR | --serve PORT_FILE [--max-secs N] | --free-port]";
+[--keep] [--emit-openmetrics FILE | --block-size DIR | --serve PORT_FILE [--max-secs N] | \
+--free-port | --compare-blocks A B]";
 
 fn parse_args() -> crate::Result<Args> {
     let mut a = Args {
@@ -95,6 +101,7 @@ fn parse_args() -> crate::Result<Args> {
         seed: 42,
         tmp: std::env::temp_dir(),
         max_secs: 120,
+        keep: false,
         mode: Mode::Bench,
     };
     let mut it = std::env::args().skip(1);
@@ -117,6 +124,11 @@ fn parse_args() -> crate::Result<Args> {
             "--block-size" => a.mode = Mode::BlockSize(val()?.into()),
             "--serve" => a.mode = Mode::Serve(val()?.into()),
             "--free-port" => a.mode = Mode::FreePort,
+            "--keep" => a.keep = true,
+            "--compare-blocks" => {
+                let first = val()?;
+                a.mode = Mode::CompareBlocks(first.into(), val()?.into());
+            }
             "--child" => {
                 a.mode = match val()?.as_str() {
                     "head" => Mode::ChildHead,
@@ -153,6 +165,7 @@ fn main() -> crate::Result<()> {
             println!("{}", l.local_addr()?.port());
             Ok(())
         }
+        Mode::CompareBlocks(x, y) => compare_blocks(x, y),
         Mode::ChildHead => child_head(&args),
         Mode::ChildWalWrite(dir) => child_wal_write(dir, &args),
     }
@@ -248,6 +261,96 @@ fn bench(args: &Args) -> crate::Result<()> {
     db.close()?;
 
     print_table(args, &block, &r);
+    if args.keep {
+        println!("work dir kept: {}", work.keep().display());
+    }
+    Ok(())
+}
+
+/// The block in `dir`, or the only block directly under it.
+fn find_block(dir: &Path) -> crate::Result<PathBuf> {
+    if dir.join("meta.json").exists() {
+        return Ok(dir.to_path_buf());
+    }
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.join("meta.json").exists() {
+            found.push(p);
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => bail!("{}: expected one block, found {n}", dir.display()),
+    }
+}
+
+/// Compares two blocks series by series and chunk by chunk: chunk time
+/// bounds, sample counts, encoded bytes, and decoded samples where the
+/// bytes differ.
+fn compare_blocks(a: &Path, b: &Path) -> crate::Result<()> {
+    let (pa, pb) = (find_block(a)?, find_block(b)?);
+    let sa = pharos_storage::block::Block::open(&pa)?.all_series()?;
+    let sb = pharos_storage::block::Block::open(&pb)?.all_series()?;
+    ensure!(sa.len() == sb.len(), "{} series vs {}", sa.len(), sb.len());
+    let (mut bounds, mut bytes, mut samples_differ, mut chunks) = (0u64, 0u64, 0u64, 0u64);
+    let mut size_delta = 0i64;
+    let mut shown = 0;
+    for (x, y) in sa.iter().zip(&sb) {
+        ensure!(x.labels == y.labels, "series {} vs {}", x.labels, y.labels);
+        ensure!(
+            x.chunks.len() == y.chunks.len(),
+            "{}: {} chunks vs {}",
+            x.labels,
+            x.chunks.len(),
+            y.chunks.len()
+        );
+        for (cx, cy) in x.chunks.iter().zip(&y.chunks) {
+            chunks += 1;
+            let (bx, by) = (cx.chunk.bytes(), cy.chunk.bytes());
+            size_delta += bx.len() as i64 - by.len() as i64;
+            if (cx.min_time, cx.max_time, cx.chunk.num_samples())
+                != (cy.min_time, cy.max_time, cy.chunk.num_samples())
+            {
+                bounds += 1;
+            } else if bx != by {
+                bytes += 1;
+                let dx = pharos_storage::chunk::collect_samples(&mut cx.chunk.iter())?;
+                let dy = pharos_storage::chunk::collect_samples(&mut cy.chunk.iter())?;
+                let same = dx.len() == dy.len()
+                    && dx
+                        .iter()
+                        .zip(&dy)
+                        .all(|(p, q)| p.0 == q.0 && p.1.to_bits() == q.1.to_bits());
+                if !same {
+                    samples_differ += 1;
+                }
+                if shown < 3 {
+                    shown += 1;
+                    let at = bx
+                        .iter()
+                        .zip(by)
+                        .position(|(p, q)| p != q)
+                        .unwrap_or(bx.len().min(by.len()));
+                    println!(
+                        "{}: chunk [{}, {}] {} samples: {} vs {} bytes, first difference at byte {at}, decoded samples {}",
+                        x.labels,
+                        cx.min_time,
+                        cx.max_time,
+                        cx.chunk.num_samples(),
+                        bx.len(),
+                        by.len(),
+                        if same { "equal" } else { "differ" }
+                    );
+                }
+            }
+        }
+    }
+    result("compare_chunks", chunks as f64);
+    result("compare_chunks_other_bounds", bounds as f64);
+    result("compare_chunks_other_bytes", bytes as f64);
+    result("compare_chunks_other_samples", samples_differ as f64);
+    result("compare_chunk_bytes_delta", size_delta as f64);
     Ok(())
 }
 
