@@ -1,7 +1,7 @@
 //! JSON encoding byte-compatible with Prometheus's HTTP API: strings escaped
 //! like Go's `encoding/json` (HTML-safe, U+2028/9 escaped), sample values as
-//! strings formatted like `strconv.FormatFloat(v, 'f', -1, 64)` with
-//! `+Inf`/`-Inf`/`NaN`, timestamps as numbers of seconds with up to three
+//! strings formatted like Prometheus's `MarshalFloat` (shortest digits,
+//! 'f' form, 'e' form below 1e-6 and from 1e21) with `+Inf`/`-Inf`/`NaN`, timestamps as numbers of seconds with up to three
 //! decimals (Prometheus's `MarshalTimestamp`), and the success envelope
 //! with optional `warnings`/`infos`.
 //!
@@ -53,9 +53,11 @@ pub fn write_value(out: &mut String, v: f64) {
     out.push('"');
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)` plus Prometheus's spellings
-/// of the special values. Rust's `Display` for `f64` is the shortest
-/// round-tripping decimal without exponent, the same digits Go prints.
+/// A sample value as Prometheus writes it (its `jsonutil.MarshalFloat`):
+/// Go's `strconv.FormatFloat` with the shortest round-trip digits, in 'f'
+/// form, or 'e' form (`4e-09`, `1e+21`) when the magnitude is below 1e-6
+/// or at least 1e21 — the rule of Go's `encoding/json` — plus `+Inf`,
+/// `-Inf` and `NaN`.
 pub fn push_float(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
@@ -64,8 +66,27 @@ pub fn push_float(out: &mut String, v: f64) {
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
     } else {
-        let _ = write!(out, "{v}");
+        push_go_json_float(out, v);
     }
+}
+
+/// Go's `encoding/json` spelling of a finite float64 (see [`push_float`]).
+/// Rust's `Display` and `{:e}` produce the same shortest digits as Go.
+fn push_go_json_float(out: &mut String, f: f64) {
+    let a = f.abs();
+    if a != 0.0 && !(1e-6..1e21).contains(&a) {
+        let s = format!("{f:e}");
+        if let Some((m, e)) = s.split_once('e') {
+            // Go writes at least two exponent digits and always a sign.
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            let _ = write!(out, "{m}e{sign}{digits:0>2}");
+            return;
+        }
+    }
+    let _ = write!(out, "{f}");
 }
 
 /// Appends a millisecond timestamp as seconds: `12`, `12.5` is `12.500`.
@@ -82,24 +103,9 @@ pub fn write_ts(out: &mut String, t: i64) {
     }
 }
 
-/// Appends `t / 1000` as Go's `encoding/json` writes a float64: shortest
-/// round-trip digits, exponent form only outside `[1e-6, 1e21)`.
+/// Appends `t / 1000` as Go's `encoding/json` writes a float64.
 pub fn write_float_secs(out: &mut String, t: i64) {
-    let f = t as f64 / 1000.0;
-    let a = f.abs();
-    if a != 0.0 && !(1e-6..1e21).contains(&a) {
-        // Go: 'e' format with at least two exponent digits (1e+21, 1e-07).
-        let s = format!("{f:e}");
-        if let Some((m, e)) = s.split_once('e') {
-            let (sign, digits) = match e.strip_prefix('-') {
-                Some(d) => ('-', d),
-                None => ('+', e),
-            };
-            let _ = write!(out, "{m}e{sign}{digits:0>2}");
-            return;
-        }
-    }
-    let _ = write!(out, "{f}");
+    push_go_json_float(out, t as f64 / 1000.0);
 }
 
 /// Appends `{"name":"value",…}` in label order.
@@ -250,15 +256,20 @@ mod tests {
         assert_eq!(v(1.0), r#""1""#);
         assert_eq!(v(0.1), r#""0.1""#);
         assert_eq!(v(-2.5), r#""-2.5""#);
-        assert_eq!(v(1e21), r#""1000000000000000000000""#);
-        assert_eq!(v(1e-7), r#""0.0000001""#);
+        // Exponent form outside [1e-6, 1e21), as Prometheus 2.42 answers.
+        assert_eq!(v(1e21), r#""1e+21""#);
+        assert_eq!(v(999999999999999900000.0), r#""999999999999999900000""#);
+        assert_eq!(v(1e-7), r#""1e-07""#);
+        assert_eq!(v(4e-9), r#""4e-09""#);
+        assert_eq!(v(0.000001), r#""0.000001""#);
+        assert_eq!(v(-1.6666666666666664e-12), r#""-1.6666666666666664e-12""#);
         assert_eq!(v(123456789.123), r#""123456789.123""#);
         assert_eq!(v(-0.0), r#""-0""#);
         assert_eq!(v(f64::INFINITY), r#""+Inf""#);
         assert_eq!(v(f64::NEG_INFINITY), r#""-Inf""#);
         assert_eq!(v(f64::NAN), r#""NaN""#);
         assert_eq!(v(f64::from_bits(0x7ff0000000000002)), r#""NaN""#);
-        assert_eq!(v(1.7976931348623157e308).len(), 311);
+        assert_eq!(v(1.7976931348623157e308), r#""1.7976931348623157e+308""#);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! `spawn_blocking`) or block on disk.
 
 pub mod auth;
+pub mod federate;
 pub mod json;
 pub mod meta;
 pub mod params;
@@ -126,6 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", get(status::alerts))
         .route("/api/v1/write", post(crate::remote_write::handle))
         .route("/api/v1/read", post(crate::remote_read::handle))
+        .route("/federate", get(federate::federate))
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy).head(healthy))
         .route("/-/ready", get(ready).head(ready))
