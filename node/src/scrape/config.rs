@@ -483,6 +483,11 @@ pub struct JobSettings {
     pub label_name_length_limit: u64,
     pub label_value_length_limit: u64,
     pub body_size_limit: u64,
+    /// Most targets the job may have after relabeling (0 = no limit);
+    /// past it no target of the job is scraped, as in Prometheus.
+    pub target_limit: u64,
+    /// Most dropped targets kept for the API (0 = all).
+    pub keep_dropped_targets: u64,
 }
 
 /// Everything the scrape manager needs from a config file.
@@ -699,6 +704,8 @@ impl ScrapeFile {
                         g.label_value_length_limit,
                     ),
                     body_size_limit: sc.body_size_limit.or(g.body_size_limit).map_or(0, |b| b.0),
+                    target_limit: sc.target_limit.unwrap_or(0),
+                    keep_dropped_targets: sc.keep_dropped_targets.unwrap_or(0),
                 }
             })
             .collect();

@@ -392,6 +392,18 @@ impl ScrapeManager {
             }
         }
         pool.groups = groups;
+        if job.keep_dropped_targets > 0 {
+            pool.dropped
+                .truncate(usize::try_from(job.keep_dropped_targets).unwrap_or(usize::MAX));
+        }
+        if job.target_limit > 0 && want.len() as u64 > job.target_limit {
+            pool.errors.push(format!(
+                "target_limit exceeded (number of targets: {}, limit: {})",
+                want.len(),
+                job.target_limit
+            ));
+            want.clear();
+        }
         pool.loops.retain(|k, h| {
             let keep = want.contains_key(k);
             if !keep {

@@ -117,29 +117,34 @@ pub struct Batch {
 }
 
 /// Attaches target labels to a scraped series, as Prometheus does: with
-/// `honor_labels` the scraped value wins; otherwise the target's wins and a
-/// clashing scraped label is kept as `exported_<name>` (prefix repeated
-/// until free).
+/// `honor_labels` the scraped value wins; otherwise the target's wins and
+/// each clashing scraped label is kept as `exported_<name>` (conflicts
+/// resolved shortest name first, the prefix repeated until the name is
+/// free). Empty values count as absent.
 pub fn attach_target_labels(
     scraped: &mut Vec<(String, String)>,
     target: &Labels,
     honor_labels: bool,
 ) {
+    scraped.retain(|(_, v)| !v.is_empty());
+    let mut conflicts: Vec<(String, String)> = Vec::new();
     for (name, value) in target.iter() {
-        let pos = scraped.iter().position(|(n, _)| n == name);
-        match pos {
+        match scraped.iter().position(|(n, _)| n == name) {
             Some(_) if honor_labels => {}
             Some(i) => {
-                let mut exported = format!("exported_{name}");
-                while scraped.iter().any(|(n, _)| *n == exported) {
-                    exported = format!("exported_{exported}");
-                }
-                let old = std::mem::take(&mut scraped[i].1);
-                scraped[i] = (name.to_string(), value.to_string());
-                scraped.push((exported, old));
+                let old = std::mem::replace(&mut scraped[i].1, value.to_string());
+                conflicts.push((name.to_string(), old));
             }
             None => scraped.push((name.to_string(), value.to_string())),
         }
+    }
+    conflicts.sort_by_key(|(n, _)| n.len());
+    for (name, value) in conflicts {
+        let mut exported = format!("exported_{name}");
+        while scraped.iter().any(|(n, _)| *n == exported) {
+            exported = format!("exported_{exported}");
+        }
+        scraped.push((exported, value));
     }
 }
 
@@ -643,6 +648,31 @@ mod tests {
 
     fn target() -> Labels {
         Labels::from_pairs([("job", "j"), ("instance", "h:1")])
+    }
+
+    #[test]
+    fn exported_conflicts_resolve_shortest_first() {
+        let t = Labels::from_pairs([("a", "T1"), ("exported_a", "T2")]);
+        let mut scraped = vec![
+            ("a".to_string(), "s1".to_string()),
+            ("exported_a".to_string(), "s2".to_string()),
+            ("job".to_string(), String::new()),
+        ];
+        attach_target_labels(&mut scraped, &t, false);
+        let got = Labels::from_pairs(scraped.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        assert_eq!(
+            got,
+            Labels::from_pairs([
+                ("a", "T1"),
+                ("exported_a", "T2"),
+                ("exported_exported_a", "s1"),
+                ("exported_exported_exported_a", "s2"),
+            ])
+        );
+        // An empty scraped value is no conflict.
+        let mut scraped = vec![("job".to_string(), String::new())];
+        attach_target_labels(&mut scraped, &target(), false);
+        assert!(!scraped.iter().any(|(n, _)| n.starts_with("exported_")));
     }
 
     #[test]

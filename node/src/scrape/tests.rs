@@ -235,3 +235,21 @@ async fn down_target_and_openmetrics() {
     .await;
     m.shutdown().await;
 }
+
+#[tokio::test]
+async fn target_limit_and_keep_dropped_targets() {
+    let yaml = "scrape_configs:\n  - job_name: l\n    target_limit: 1\n    keep_dropped_targets: 1\n    static_configs:\n      - targets: ['a:1', 'b:1', 'x:1', 'y:1']\n    relabel_configs:\n      - source_labels: [__address__]\n        regex: '[xy]:1'\n        action: drop\n";
+    let f = super::config::ScrapeFile::parse(yaml, Path::new("p.yml")).unwrap();
+    let rec = Arc::new(Recorder::default());
+    let m = ScrapeManager::new(rec as Arc<dyn WriteSink>, Arc::new(SingleNode));
+    m.apply(f.settings(Path::new("p.yml")));
+    let snap = m.snapshot();
+    assert!(snap[0].active.is_empty());
+    assert_eq!(snap[0].dropped.len(), 1);
+    assert!(
+        snap[0].errors[0].contains("target_limit exceeded"),
+        "{:?}",
+        snap[0].errors
+    );
+    m.shutdown().await;
+}
