@@ -2,6 +2,15 @@
 //! deleted from it, plus the iterator that turns chunks from several sources
 //! (in-order head, out-of-order head, overlapping blocks) into one sorted,
 //! de-duplicated sample stream.
+//!
+//! Start timestamps (ST, see `head/st.rs`) travel beside the chunks, not in
+//! them: [`Series::start_timestamps`] holds the non-zero ones of the
+//! series' samples as sorted `(t, st)` pairs, `None` for the vast majority of
+//! series that have none, and [`SeriesIterator`] reports them through
+//! [`SampleIterator::at_st`]. Blocks keep no start timestamps, so a series
+//! read from a block has `None`.
+
+use std::sync::Arc;
 
 use crate::chunk::{Chunk, ChunkError, SampleIterator, ValueType, XorAppender, XorIterator};
 use crate::labels::Labels;
@@ -28,6 +37,10 @@ pub struct Series {
     pub labels: Labels,
     pub chunks: Vec<ChunkMeta>,
     pub deleted: Vec<(i64, i64)>,
+    /// Non-zero start timestamps of the samples, as `(t, st)` sorted by `t`
+    /// with unique `t`; a sample without a pair here has start timestamp 0
+    /// (unknown). `None` when no sample has one.
+    pub start_timestamps: Option<Arc<[(i64, i64)]>>,
 }
 
 impl Series {
@@ -36,18 +49,28 @@ impl Series {
             labels,
             chunks,
             deleted: Vec::new(),
+            start_timestamps: None,
         }
+    }
+
+    /// Start timestamp of the sample at `t` (0 when unknown).
+    pub fn start_timestamp_at(&self, t: i64) -> i64 {
+        self.start_timestamps.as_deref().map_or(0, |p| {
+            p.binary_search_by_key(&t, |x| x.0).map_or(0, |i| p[i].1)
+        })
     }
 
     /// All samples in time order, duplicates by timestamp removed (the chunk
     /// earliest in `chunks` wins), deleted intervals skipped.
     pub fn iter(&self) -> SeriesIterator {
         SeriesIterator::new(&self.chunks, &self.deleted, i64::MIN, i64::MAX)
+            .with_start_timestamps(self.start_timestamps.clone())
     }
 
     /// As [`Series::iter`], restricted to samples in `[mint, maxt]`.
     pub fn iter_range(&self, mint: i64, maxt: i64) -> SeriesIterator {
         SeriesIterator::new(&self.chunks, &self.deleted, mint, maxt)
+            .with_start_timestamps(self.start_timestamps.clone())
     }
 
     /// Smallest `min_time` over the chunks (`i64::MAX` when there are none).
@@ -93,10 +116,21 @@ impl Series {
         let mut chunks = a.chunks;
         chunks.append(&mut b.chunks);
         chunks.sort_by_key(|c| (c.min_time, c.max_time));
+        let start_timestamps = match (a.start_timestamps, b.start_timestamps) {
+            (Some(x), Some(y)) => {
+                // `a` wins a tie, as its chunks do when iterating.
+                let mut v: Vec<(i64, i64)> = x.iter().chain(y.iter()).copied().collect();
+                v.sort_by_key(|p| p.0);
+                v.dedup_by_key(|p| p.0);
+                Some(v.into())
+            }
+            (x, y) => x.or(y),
+        };
         Series {
             labels: a.labels,
             chunks,
             deleted: Vec::new(),
+            start_timestamps,
         }
     }
 
@@ -231,9 +265,37 @@ pub struct SeriesIterator {
     has_cur: bool,
     done: bool,
     err: Option<ChunkError>,
+    /// The series' non-zero start timestamps and the index of the first
+    /// pair not before the current sample.
+    st: Option<Arc<[(i64, i64)]>>,
+    st_idx: usize,
+    cur_st: i64,
 }
 
 impl SeriesIterator {
+    /// Reports these start timestamps (sorted `(t, st)` pairs, see
+    /// [`Series::start_timestamps`]) through [`SampleIterator::at_st`].
+    pub fn with_start_timestamps(mut self, st: Option<Arc<[(i64, i64)]>>) -> SeriesIterator {
+        self.st = st;
+        self
+    }
+
+    /// Moves the start-timestamp cursor to the current sample; samples only
+    /// move forward, so the cursor does too.
+    fn sync_st(&mut self) {
+        let Some(p) = &self.st else {
+            return;
+        };
+        let t = self.cur.0;
+        while self.st_idx < p.len() && p[self.st_idx].0 < t {
+            self.st_idx += 1;
+        }
+        self.cur_st = match p.get(self.st_idx) {
+            Some(&(pt, st)) if pt == t => st,
+            _ => 0,
+        };
+    }
+
     /// Iterates `chunks` minus `deleted`, restricted to `[mint, maxt]`.
     pub fn new(
         chunks: &[ChunkMeta],
@@ -260,6 +322,9 @@ impl SeriesIterator {
             has_cur: false,
             done: false,
             err: None,
+            st: None,
+            st_idx: 0,
+            cur_st: 0,
         }
     }
 
@@ -366,6 +431,7 @@ impl SampleIterator for SeriesIterator {
             }
             self.cur = (t, v);
             self.has_cur = true;
+            self.sync_st();
             match t.checked_add(1) {
                 Some(n) => self.min_next = n,
                 None => {
@@ -398,6 +464,10 @@ impl SampleIterator for SeriesIterator {
 
     fn at_t(&self) -> i64 {
         self.cur.0
+    }
+
+    fn at_st(&self) -> i64 {
+        self.cur_st
     }
 
     fn err(&self) -> Option<&ChunkError> {
@@ -438,6 +508,7 @@ mod tests {
                 chunk(&[(15, 1.5), (20, 99.0), (35, STALE_NAN)]),
             ],
             deleted: vec![(39, 41)],
+            start_timestamps: None,
         };
         let got = collect_samples(&mut s.iter()).unwrap();
         let ts: Vec<i64> = got.iter().map(|s| s.0).collect();
@@ -468,6 +539,7 @@ mod tests {
             labels: lbls(),
             chunks: vec![chunk(&[(0, 0.0), (10, 1.0), (20, 2.0)])],
             deleted: vec![(5, 15)],
+            start_timestamps: None,
         };
         let b = Series::new(lbls(), vec![chunk(&[(10, 1.0), (30, 3.0)])]);
         let m = Series::merge(a, b);
@@ -516,7 +588,7 @@ mod tests {
                 }
             }
             model.retain(|t, _| !deleted.iter().any(|&(a, b)| a <= *t && *t <= b));
-            let s = Series { labels: lbls(), chunks: metas, deleted };
+            let s = Series { labels: lbls(), chunks: metas, deleted, start_timestamps: None };
             let got = collect_samples(&mut s.iter()).unwrap();
             let want: Vec<(i64, f64)> = model.iter().map(|(&t, &v)| (t, v)).collect();
             prop_assert_eq!(&got, &want);

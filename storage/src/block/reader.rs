@@ -141,6 +141,8 @@ impl Block {
             labels: entry.labels,
             chunks,
             deleted: deleted.to_vec(),
+            // Blocks keep no start timestamps (docs/block.md).
+            start_timestamps: None,
         }))
     }
 

@@ -189,6 +189,12 @@ pub trait SampleIterator {
     fn seek(&mut self, t: i64) -> ValueType;
     fn at(&self) -> (i64, f64);
     fn at_t(&self) -> i64;
+    /// Start timestamp of the current sample (ms; 0 = unknown, which is
+    /// all a chunk itself can say: start timestamps travel beside chunks,
+    /// see `Series::start_timestamps`).
+    fn at_st(&self) -> i64 {
+        0
+    }
     fn err(&self) -> Option<&ChunkError>;
 }
 
@@ -208,6 +214,10 @@ impl<I: SampleIterator + ?Sized> SampleIterator for Box<I> {
     #[inline]
     fn at_t(&self) -> i64 {
         (**self).at_t()
+    }
+    #[inline]
+    fn at_st(&self) -> i64 {
+        (**self).at_st()
     }
     fn err(&self) -> Option<&ChunkError> {
         (**self).err()

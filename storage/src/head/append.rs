@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::series::{AppendCtx, MemSeries, Reject, SeriesState};
+use super::series::{AppendCtx, Appended, MemSeries, Reject, SeriesState};
 use super::{Head, SeriesRef};
 use crate::error::StorageError;
 use crate::labels::{LabelError, Labels};
@@ -105,6 +105,29 @@ impl Head {
         t: i64,
         v: f64,
     ) -> Result<(SeriesRef, bool), StorageError> {
+        self.append_full_with_st(labels, t, v, 0)
+    }
+
+    /// As [`Head::append`], with the sample's start timestamp `st` (ms; 0 =
+    /// unknown, stored as nothing). See `head/st.rs`.
+    pub fn append_with_st(
+        &self,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+        st: i64,
+    ) -> Result<SeriesRef, StorageError> {
+        self.append_full_with_st(labels, t, v, st).map(|(r, _)| r)
+    }
+
+    /// As [`Head::append_full`], with the sample's start timestamp.
+    pub fn append_full_with_st(
+        &self,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+        start_t: i64,
+    ) -> Result<(SeriesRef, bool), StorageError> {
         // A truncation may drop the series between lookup and append; then
         // look it up (create it) again.
         for _ in 0..4 {
@@ -132,6 +155,9 @@ impl Head {
                 continue;
             }
             let r = st.append(t, v, &cx);
+            if start_t != 0 && matches!(r, Ok(Appended::InOrder | Appended::OutOfOrder)) {
+                self.st.record(s.sref, t, start_t);
+            }
             drop(st);
             return match r {
                 Ok(_) => {
@@ -150,6 +176,19 @@ impl Head {
     /// read lock and the series' mutex, no allocation).
     #[inline]
     pub fn append_ref(&self, sref: SeriesRef, t: i64, v: f64) -> Result<(), StorageError> {
+        self.append_ref_with_st(sref, t, v, 0)
+    }
+
+    /// As [`Head::append_ref`], with the sample's start timestamp `st` (ms;
+    /// 0 = unknown). Series without start timestamps pay one branch.
+    #[inline]
+    pub fn append_ref_with_st(
+        &self,
+        sref: SeriesRef,
+        t: i64,
+        v: f64,
+        start_t: i64,
+    ) -> Result<(), StorageError> {
         let cx = self.append_ctx();
         let stripe = self.by_ref[sref.0 as usize & self.mask].0.read();
         let Some(s) = stripe.get(&sref.0) else {
@@ -160,7 +199,10 @@ impl Head {
             return Err(StorageError::UnknownSeriesRef(sref.0));
         }
         match st.append(t, v, &cx) {
-            Ok(_) => {
+            Ok(a) => {
+                if start_t != 0 && a != Appended::Duplicate {
+                    self.st.record(sref.0, t, start_t);
+                }
                 drop(st);
                 drop(stripe);
                 self.note_time(t);

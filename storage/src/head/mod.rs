@@ -48,6 +48,7 @@ mod append;
 mod index;
 mod read;
 mod series;
+mod st;
 
 #[cfg(test)]
 mod mem_tests;
@@ -229,6 +230,8 @@ pub struct Head {
     min_valid_time: AtomicI64,
     /// Serialises truncations with each other.
     truncate_lock: Mutex<()>,
+    /// Start timestamps, beside the series so those without cost nothing.
+    st: st::StStore,
 }
 
 impl Default for Head {
@@ -264,6 +267,7 @@ impl Head {
             max_time: AtomicI64::new(i64::MIN),
             min_valid_time: AtomicI64::new(i64::MIN),
             truncate_lock: Mutex::new(()),
+            st: st::StStore::default(),
             opts,
         }
     }
@@ -393,6 +397,7 @@ impl Head {
                 self.min_time
                     .compare_exchange(cur, new_min, Ordering::Relaxed, Ordering::Relaxed);
         }
+        self.truncate_start_timestamps();
         let mut refs: Vec<SeriesRef> = removed.into_iter().map(|(r, _)| SeriesRef(r)).collect();
         refs.sort_unstable();
         refs
@@ -451,6 +456,8 @@ impl Head {
                 + 2 * mem::size_of::<usize>()
                 + state.heap_size();
         }
+        // Start timestamps: 0 unless some series has them.
+        st.series_bytes += self.st.heap_size();
         // Registry maps: an entry (key + Arc) per series in each, plus
         // hashbrown's control bytes and spare capacity.
         let entry = mem::size_of::<(u64, Arc<MemSeries>)>() + 1;

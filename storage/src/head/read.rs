@@ -44,12 +44,13 @@ impl Head {
         let mut out = Vec::with_capacity(series.len());
         for s in series {
             let mut chunks = Vec::new();
-            let deleted = {
+            let (deleted, sts) = {
                 let st = s.state.lock();
                 st.snapshot(mint, maxt, &mut chunks);
-                st.deleted.clone()
+                (st.deleted.clone(), self.st.snapshot(s.sref, mint, maxt))
             };
-            if let Some(s) = with_deletes(s, chunks, deleted) {
+            if let Some(mut s) = with_deletes(s, chunks, deleted) {
+                s.start_timestamps = sts;
                 out.push(s);
             }
         }
@@ -61,15 +62,16 @@ impl Head {
     pub fn series(&self, sref: SeriesRef, mint: i64, maxt: i64) -> Option<Series> {
         let s = self.series_by_ref(sref.0)?;
         let mut chunks = Vec::new();
-        let deleted = {
+        let (deleted, start_timestamps) = {
             let st = s.state.lock();
             st.snapshot(mint, maxt, &mut chunks);
-            st.deleted.clone()
+            (st.deleted.clone(), self.st.snapshot(s.sref, mint, maxt))
         };
         Some(Series {
             labels: s.labels.clone(),
             chunks,
             deleted,
+            start_timestamps,
         })
     }
 
@@ -125,6 +127,7 @@ fn with_deletes(
         labels: s.labels.clone(),
         chunks,
         deleted,
+        start_timestamps: None,
     })
 }
 
