@@ -281,3 +281,130 @@ impl RuleManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use pharos_storage::head::Head;
+    use pharos_storage::labels::Matcher;
+
+    use super::*;
+    use crate::eval::{AlertState, SystemClock};
+
+    fn count(head: &Head, name: &str) -> usize {
+        pharos_query::queryable::Queryable::select(
+            head,
+            i64::MIN,
+            i64::MAX,
+            &[Matcher::equal("__name__", name)],
+            None,
+        )
+        .unwrap()
+        .len()
+    }
+
+    fn setup(leader: Arc<dyn LeaderCheck>) -> (Arc<Head>, Arc<RuleManager>) {
+        let head = Arc::new(Head::default());
+        let m = RuleManager::new(
+            ManagerOptions::default(),
+            head.clone(),
+            head.clone(),
+            leader,
+            Arc::new(SystemClock),
+            None,
+        );
+        (head, m)
+    }
+
+    #[test]
+    fn reload_keeps_previous_rules_on_error_and_alert_state_on_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.yml");
+        let good = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: vector(1)\n        for: 5m\n";
+        std::fs::write(&f, good).unwrap();
+        let (_head, m) = setup(Arc::new(crate::eval::AlwaysLeader));
+        m.load(&[f.to_string_lossy().to_string()]).unwrap();
+        m.eval_all_at(60_000);
+        let active = |m: &RuleManager| match &m.groups()[0].rules[0].state {
+            RuleState::Alerting(a) => a.active_alerts().first().map(|a| (a.state, a.active_at)),
+            RuleState::Recording => None,
+        };
+        assert_eq!(active(&m), Some((AlertState::Pending, 60_000)));
+
+        std::fs::write(&f, format!("{good}      - record: x\n        expr: sum(\n")).unwrap();
+        let errs = m.reload().unwrap_err();
+        assert_eq!(errs.len(), 1);
+        let msg = errs[0].to_string();
+        assert!(
+            msg.contains("r.yml: 8:15: group \"g\", rule 2, \"x\": could not parse expression"),
+            "{msg}"
+        );
+        assert_eq!(m.groups()[0].rules.len(), 1, "previous rules keep running");
+
+        std::fs::write(
+            &f,
+            format!("{good}      - record: x\n        expr: vector(2)\n"),
+        )
+        .unwrap();
+        m.reload().unwrap();
+        assert_eq!(m.groups()[0].rules.len(), 2);
+        // The unchanged alerting rule keeps its pending alert and timer.
+        assert_eq!(active(&m), Some((AlertState::Pending, 60_000)));
+        m.eval_all_at(360_000);
+        assert_eq!(active(&m), Some((AlertState::Firing, 60_000)));
+    }
+
+    #[test]
+    fn evaluates_only_while_leader() {
+        let is_leader = Arc::new(AtomicBool::new(false));
+        let flag = is_leader.clone();
+        let (head, m) = setup(Arc::new(move || flag.load(Ordering::SeqCst)));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.yml");
+        std::fs::write(
+            &f,
+            "groups:\n  - name: g\n    rules:\n      - record: one\n        expr: vector(1)\n      - record: two\n        expr: one * 2\n",
+        )
+        .unwrap();
+        m.load(&[f.to_string_lossy().to_string()]).unwrap();
+        m.eval_all_at(1_000);
+        assert_eq!(count(&head, "one"), 0, "a follower writes nothing");
+        assert_eq!(m.groups()[0].last_evaluation_ms, 0);
+        is_leader.store(true, Ordering::SeqCst);
+        m.eval_all_at(2_000);
+        assert_eq!(count(&head, "one"), 1);
+        // The second rule saw the first one's output of the same evaluation.
+        assert_eq!(count(&head, "two"), 1);
+        let v = crate::eval::query_vector(
+            &Engine::default(),
+            head.as_ref(),
+            &pharos_query::parser::parse("two").unwrap(),
+            2_000,
+        )
+        .unwrap();
+        assert_eq!(v[0].v, 2.0);
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_sends_nothing() {
+        use crate::notifier::{AlertmanagerConfig, NotifierOptions};
+        let n = Notifier::new(
+            NotifierOptions::default(),
+            // Nothing listens there: an attempted send would count an error.
+            vec![AlertmanagerConfig::new("http://127.0.0.1:9")],
+            Arc::new(|| false),
+        );
+        n.send(vec![ApiAlert {
+            labels: [("alertname".to_string(), "A".to_string())].into(),
+            annotations: Default::default(),
+            starts_at: None,
+            ends_at: None,
+            generator_url: String::new(),
+        }]);
+        n.flush().await;
+        assert_eq!(n.stats.sent.load(Ordering::Relaxed), 0);
+        assert_eq!(n.stats.errors.load(Ordering::Relaxed), 0);
+        assert_eq!(n.queue_len(), 0);
+    }
+}

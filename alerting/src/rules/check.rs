@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{load_file, RuleError, RuleKind};
+use super::{load_file, RuleError};
 
 /// The outcome for one file.
 #[derive(Debug, Clone)]
@@ -13,8 +13,8 @@ pub struct FileCheck {
     /// Rules found (when the file is valid).
     pub rules: usize,
     pub errors: Vec<RuleError>,
-    /// Recording rules defined more than once with the same labels (a lint
-    /// warning, as in promtool: it does not fail the check).
+    /// Rules defined more than once with the same name and labels (a lint
+    /// finding, as in promtool: reported, but the check still succeeds).
     pub duplicates: Vec<(String, BTreeMap<String, String>)>,
 }
 
@@ -35,28 +35,29 @@ impl CheckReport {
     pub fn write(&self, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<()> {
         for f in &self.files {
             writeln!(out, "Checking {}", f.path.display())?;
-            if f.errors.is_empty() {
-                if !f.duplicates.is_empty() {
-                    writeln!(out, "  WARNING:")?;
-                    writeln!(
-                        out,
-                        "lint error {} duplicate rule(s) found.",
-                        f.duplicates.len()
-                    )?;
-                    for (name, labels) in &f.duplicates {
-                        writeln!(out, "Metric: {name}\nLabel(s):")?;
-                        for (k, v) in labels {
-                            writeln!(out, "\t{k}: {v}")?;
-                        }
-                    }
-                    writeln!(out, "Might cause inconsistency while recording expressions")?;
-                }
-                writeln!(out, "  SUCCESS: {} rules found", f.rules)?;
-            } else {
+            if !f.errors.is_empty() {
                 writeln!(err, "  FAILED:")?;
                 for e in &f.errors {
                     writeln!(err, "{e}")?;
                 }
+            } else if !f.duplicates.is_empty() {
+                // A lint finding: promtool reports it as FAILED on stderr
+                // but still exits 0.
+                writeln!(err, "  FAILED:")?;
+                writeln!(
+                    err,
+                    "lint error {} duplicate rule(s) found.",
+                    f.duplicates.len()
+                )?;
+                for (name, labels) in &f.duplicates {
+                    writeln!(err, "Metric: {name}\nLabel(s):")?;
+                    for (k, v) in labels {
+                        writeln!(err, "\t{k}: {v}")?;
+                    }
+                }
+                writeln!(err, "Might cause inconsistency while recording expressions")?;
+            } else {
+                writeln!(out, "  SUCCESS: {} rules found", f.rules)?;
             }
             writeln!(out)?;
         }
@@ -67,27 +68,27 @@ impl CheckReport {
 fn check_one(path: &Path) -> FileCheck {
     match load_file(path) {
         Ok(groups) => {
-            let mut seen: BTreeMap<(String, Vec<(String, String)>), usize> = BTreeMap::new();
+            // promtool sorts rules by (name, labels) across the file and
+            // reports every rule equal to its predecessor, alerts included.
+            let mut keys: Vec<(String, Vec<(String, String)>)> = Vec::new();
             let mut rules = 0;
             for g in &groups {
                 for r in &g.rules {
                     rules += 1;
-                    if r.kind == RuleKind::Recording {
-                        let key = (
-                            r.name.clone(),
-                            r.labels
-                                .iter()
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect(),
-                        );
-                        *seen.entry(key).or_default() += 1;
-                    }
+                    keys.push((
+                        r.name.clone(),
+                        r.labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ));
                 }
             }
-            let duplicates = seen
-                .into_iter()
-                .filter(|(_, n)| *n > 1)
-                .map(|((name, labels), _)| (name, labels.into_iter().collect()))
+            keys.sort();
+            let duplicates = keys
+                .windows(2)
+                .filter(|w| w[0] == w[1])
+                .map(|w| (w[1].0.clone(), w[1].1.iter().cloned().collect()))
                 .collect();
             FileCheck {
                 path: path.to_path_buf(),

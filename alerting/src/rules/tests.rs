@@ -74,13 +74,27 @@ fn check_report_prints_like_promtool() {
     let (mut out, mut err) = (Vec::new(), Vec::new());
     r.write(&mut out, &mut err).unwrap();
     let out = String::from_utf8(out).unwrap();
-    assert!(out.contains("  SUCCESS: 2 rules found"), "{out}");
-    assert!(
-        out.contains("lint error 1 duplicate rule(s) found."),
-        "{out}"
+    assert_eq!(
+        out,
+        format!(
+            "Checking {}\n\nChecking {}\n\n",
+            good.display(),
+            bad.display()
+        )
     );
     let err = String::from_utf8(err).unwrap();
-    assert!(err.starts_with("  FAILED:\n"), "{err}");
+    assert!(
+        err.starts_with(
+            "  FAILED:\nlint error 1 duplicate rule(s) found.\nMetric: a\nLabel(s):\nMight cause"
+        ),
+        "{err}"
+    );
+    assert!(
+        check_rule_files(std::slice::from_ref(&good))
+            .unwrap()
+            .success(),
+        "lint findings do not fail"
+    );
     assert!(err.contains("could not parse expression"), "{err}");
     assert!(check_rule_files(&[d.path().join("missing.yml")]).is_err());
 }
