@@ -174,6 +174,10 @@ pub struct Db {
     maint: Mutex<()>,
     compactor: Compactor,
     bopts: BlockOptions,
+    /// End of the newest range persisted from the head (or loaded on open);
+    /// head cuts start here. Advanced only once a block is served, so a cut
+    /// that failed is retried.
+    persisted_until: std::sync::atomic::AtomicI64,
     wal: Wal,
     append: Mutex<AppendState>,
     /// WAL ref → head ref, for Series records whose labels the head already
@@ -336,6 +340,7 @@ impl Db {
             dir,
             head,
             blocks: RwLock::new(Arc::new(blocks)),
+            persisted_until: std::sync::atomic::AtomicI64::new(persisted_until.unwrap_or(i64::MIN)),
             maint: Mutex::new(()),
             compactor,
             bopts: BlockOptions {

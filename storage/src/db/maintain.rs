@@ -21,11 +21,12 @@
 //! bound only rises; on open it starts at that end), so head data never
 //! falls into an already persisted range: such a sample is refused as too
 //! old and never acknowledged. Should the head hold data in a persisted
-//! range anyway (a chunk straddling `maxt` keeps its older samples until it
-//! is dropped), the cut range starts at the head's lower bound, and if a
-//! range is written twice the second block overlaps the first and the
-//! planner merges them vertically (samples with equal timestamps
-//! de-duplicated); reads merge the same way meanwhile.
+//! range anyway (an out-of-order chunk straddling `maxt` keeps its older
+//! samples until it is dropped), the next cut starts at the end of the last
+//! range persisted, so they are not written twice; and if a range is ever
+//! written twice (a cut whose block failed to open is retried) the second
+//! block overlaps the first and the planner merges them vertically (samples
+//! with equal timestamps de-duplicated); reads merge the same way meanwhile.
 //!
 //! Blocks removed by compaction or retention are unlinked at once, but an
 //! open [`Block`] keeps its index and chunk files open, so a read holding
@@ -35,6 +36,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -230,7 +232,12 @@ impl Db {
         let mut written = Vec::new();
         loop {
             let hmax = self.head.max_time();
-            let lo = self.head.min_time().max(self.head.min_valid_time());
+            // Out-of-order chunks may straddle a cut and keep samples below
+            // it in the head; they are persisted already.
+            let lo = self
+                .head
+                .min_time()
+                .max(self.persisted_until.load(Ordering::Acquire));
             if hmax == i64::MIN || lo == i64::MAX || hmax.saturating_sub(lo) <= range / 2 * 3 {
                 return Ok(written);
             }
@@ -258,7 +265,17 @@ impl Db {
                 // Everything in range was deleted by tombstones.
                 delete_block(&self.dir, meta.ulid)?;
             } else {
-                let block = self.open_block(meta.ulid)?;
+                let block = match self.open_block(meta.ulid) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // Not served, so not kept: the head still holds the
+                        // range and the next round writes it again.
+                        if let Err(error) = delete_block(&self.dir, meta.ulid) {
+                            tracing::error!(block = %meta.ulid, %error, "removing a block that failed to open");
+                        }
+                        return Err(e);
+                    }
+                };
                 self.swap_blocks(&HashSet::new(), vec![block]);
                 tracing::info!(
                     block = %meta.ulid,
@@ -273,8 +290,9 @@ impl Db {
                 out = Some(meta);
             }
         }
-        // Only now: until the block is renamed into place, the WAL is the
-        // only copy of its samples.
+        self.persisted_until.fetch_max(maxt, Ordering::AcqRel);
+        // Only now: until the block is served, the head and the WAL hold the
+        // only copies of its samples.
         self.checkpoint(maxt)?;
         Ok(out)
     }
