@@ -18,5 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Decoding from `Bytes` into `Bytes` fields borrows instead of copying.
         .bytes([".prometheus.Chunk.data", ".pharos.ingest"])
         .compile_fds(descriptors)?;
+
+    // Services with tonic stubs (messages and client/server code).
+    let services = ["proto/pharos/meta.proto"];
+    for f in &services {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(services, [Path::new("proto")])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
     Ok(())
 }

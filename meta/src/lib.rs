@@ -16,10 +16,12 @@
 //! - [`network`]: the in-memory Raft transport for in-process clusters;
 //! - [`node`]: one node's meta member (Raft + stores + rebalancer);
 //! - [`client`]: the [`MetaClient`] trait and its Raft implementation;
+//! - [`grpc`]: the tonic transport, its server, and the forwarding client;
 //! - [`mem`]: the in-memory [`MetaClient`].
 
 pub mod client;
 pub mod error;
+pub mod grpc;
 pub mod log_store;
 pub mod mem;
 pub mod network;

@@ -26,6 +26,13 @@ pub mod ingest {
     include!(concat!(env!("OUT_DIR"), "/pharos.ingest.rs"));
 }
 
+/// The meta group's Raft RPCs and leader forwarding (`package pharos.meta`),
+/// with tonic client and server stubs.
+#[allow(clippy::all, unreachable_pub, missing_docs)]
+pub mod meta {
+    include!(concat!(env!("OUT_DIR"), "/pharos.meta.rs"));
+}
+
 pub use prost;
 
 #[cfg(test)]
