@@ -185,11 +185,14 @@ mod tests {
         let mut s = String::new();
         write_sample(
             &mut s,
-            &Labels::from_pairs([("__name__", "up"), ("job", "a\"b")]),
+            &Labels::from_pairs([("__name__", "up"), ("instance", "i"), ("job", "a\"b")]),
             1500,
             1.0,
         );
         write_sample(&mut s, &Labels::from_pairs([("__name__", "x")]), 2, 0.25);
-        assert_eq!(s, "up{job=\"a\\\"b\"} 1 1500\nx 0.25 2\n");
+        assert_eq!(
+            s,
+            "up{instance=\"i\",job=\"a\\\"b\"} 1 1500\nx{instance=\"\"} 0.25 2\n"
+        );
     }
 }
