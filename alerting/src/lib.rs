@@ -14,6 +14,8 @@
 //! happen only while the supplied [`eval::LeaderCheck`] says yes, so a deposed
 //! leader stops before it writes or notifies anything.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod api;
 pub mod eval;
 pub mod notifier;

@@ -45,6 +45,8 @@ impl Health {
 
 /// Kind-specific state.
 #[derive(Debug, Clone)]
+// A group holds a handful of rules; boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum RuleState {
     Recording,
     Alerting(AlertingRule),

@@ -237,7 +237,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<RuleGroup>, Vec<RuleErr
                 }
             },
         };
-        for (k, _) in &g.labels {
+        for k in g.labels.keys() {
             if !is_valid_label_name(k) || k == "__name__" {
                 errors.push(err(
                     gpos,

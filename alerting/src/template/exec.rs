@@ -497,7 +497,7 @@ impl Exec<'_> {
             }
             "eq" | "ne" | "lt" | "le" | "gt" | "ge" => {
                 if n < 2 {
-                    return Err(self.err(format!("missing argument for comparison")));
+                    return Err(self.err("missing argument for comparison"));
                 }
                 let ord = |a: &V, b: &V| -> R<std::cmp::Ordering> {
                     match (a, b) {

@@ -339,7 +339,7 @@ struct Parser<'a> {
 }
 
 /// What ended a list.
-enum End {
+enum Stop {
     Eof,
     End,
     Else { line: usize, toks: Vec<Token> },
@@ -355,7 +355,7 @@ impl Parser<'_> {
         }
     }
 
-    fn list(&mut self) -> Result<(Vec<Node>, End), TemplateError> {
+    fn list(&mut self) -> Result<(Vec<Node>, Stop), TemplateError> {
         let mut nodes = Vec::new();
         while self.pos < self.items.len() {
             let item = std::mem::replace(&mut self.items[self.pos], Item::Text(String::new()));
@@ -377,12 +377,12 @@ impl Parser<'_> {
                             if toks.len() > 1 {
                                 return Err(self.err(line, "unexpected token in end"));
                             }
-                            return Ok((nodes, End::End));
+                            return Ok((nodes, Stop::End));
                         }
                         "else" => {
                             return Ok((
                                 nodes,
-                                End::Else {
+                                Stop::Else {
                                     line,
                                     toks: toks[1..].to_vec(),
                                 },
@@ -407,7 +407,7 @@ impl Parser<'_> {
                 }
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, Stop::Eof))
     }
 
     fn branch(
@@ -422,15 +422,15 @@ impl Parser<'_> {
         let pipe = self.pipeline(line, toks)?;
         let (then, end) = self.list()?;
         let els = match end {
-            End::Eof => return Err(self.err(line, "unexpected EOF")),
-            End::End => Vec::new(),
-            End::Else { line: el, toks } => {
+            Stop::Eof => return Err(self.err(line, "unexpected EOF")),
+            Stop::End => Vec::new(),
+            Stop::Else { line: el, toks } => {
                 // `else if …` / `else with …` chain into a nested branch
                 // that shares this one's `end`.
                 match toks.first().map(|t| &t.tok) {
                     None => {
                         let (els, end) = self.list()?;
-                        if !matches!(end, End::End) {
+                        if !matches!(end, Stop::End) {
                             return Err(self.err(el, "expected end; found else or EOF"));
                         }
                         els
@@ -598,12 +598,12 @@ impl Template {
         };
         let (root, end) = p.list()?;
         match end {
-            End::Eof => Ok(Template {
+            Stop::Eof => Ok(Template {
                 name: name.to_string(),
                 root,
             }),
-            End::End => Err(p.err(1, "unexpected {{end}}")),
-            End::Else { line, .. } => Err(p.err(line, "unexpected {{else}}")),
+            Stop::End => Err(p.err(1, "unexpected {{end}}")),
+            Stop::Else { line, .. } => Err(p.err(line, "unexpected {{else}}")),
         }
     }
 }

@@ -45,8 +45,8 @@ fn labels_value_and_functions() {
     );
     assert_eq!(run("{{ humanizeDuration 3661 }}", 0.0).unwrap(), "1h 1m 1s");
     assert_eq!(
-        run(r#"{{ printf "%.2f" $value }}"#, 3.14159).unwrap(),
-        "3.14"
+        run(r#"{{ printf "%.2f" $value }}"#, 3.14659).unwrap(),
+        "3.15"
     );
     assert_eq!(run(r#"{{ printf "%s-%d" "a" 3 }}"#, 0.0).unwrap(), "a-3");
     assert_eq!(

@@ -2,6 +2,8 @@
 //! `promtool` (Prometheus 2.42), rule checks against `promtool check rules`,
 //! and the whole pipeline against a real Alertmanager.
 
+#![allow(clippy::unwrap_used)]
+
 mod alertmanager;
 mod peers;
 mod promtool;

@@ -90,7 +90,7 @@ fn our_runner_gives_the_expected_verdicts() {
         let (ok, msgs) = ours(&f);
         assert_eq!(ok, name.starts_with("pass_"), "{name}: {msgs:#?}");
         let mut out = Vec::new();
-        assert_eq!(unittest::run(&[f.clone()], &mut out), ok);
+        assert_eq!(unittest::run(std::slice::from_ref(&f), &mut out), ok);
         let text = String::from_utf8(out).unwrap();
         assert!(
             text.starts_with(&format!("Unit Testing:  {}\n", f.display())),
