@@ -157,6 +157,18 @@ async fn errors_use_the_prometheus_envelope() {
         "{}",
         r.text()
     );
+    // A query over its `timeout` is a 503 timeout.
+    let q = qs(&[
+        (
+            "query",
+            "sum(count_over_time(vector(1)[30d:1s])) + sum(count_over_time(vector(1)[30d:1s]))",
+        ),
+        ("time", "1000030"),
+        ("timeout", "1ms"),
+    ]);
+    let r = get(n.addr, &format!("/api/v1/query?{q}")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["errorType"], "timeout");
     // Execution errors are 422.
     let q = qs(&[("query", "m + on(job) m"), ("time", "1000030")]);
     let r = get(n.addr, &format!("/api/v1/query?{q}")).await;
