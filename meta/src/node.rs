@@ -44,10 +44,16 @@ pub struct MetaNodeConfig {
     pub rebalance_interval: Duration,
     /// Most voters in the meta group; further nodes join as learners.
     pub max_voters: usize,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so slightly lagging followers
+    /// catch up from the log instead of a full snapshot.
+    pub keep_logs_behind_snapshot: u64,
 }
 
 impl MetaNodeConfig {
-    /// Defaults: 100 ms heartbeats, a rebalance check every 2 s, 5 voters.
+    /// Defaults: 100 ms heartbeats, a rebalance check every 2 s, 5 voters,
+    /// a snapshot every 5000 entries keeping 1000 entries behind it.
     pub fn new(id: NodeId, addr: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         Self {
             id,
@@ -57,6 +63,8 @@ impl MetaNodeConfig {
             planner: PlannerConfig::default(),
             rebalance_interval: Duration::from_secs(2),
             max_voters: 5,
+            snapshot_every: 5000,
+            keep_logs_behind_snapshot: 1000,
         }
     }
 }
@@ -82,6 +90,8 @@ impl MetaNode {
             heartbeat_interval: hb,
             election_timeout_min: hb * 3,
             election_timeout_max: hb * 6,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.keep_logs_behind_snapshot,
             ..Default::default()
         }
         .validate()

@@ -15,6 +15,8 @@ pub(crate) struct Cluster {
     pub(crate) router: MemRouter,
     pub(crate) nodes: BTreeMap<NodeId, Arc<MetaNode>>,
     pub(crate) dir: tempfile::TempDir,
+    /// Snapshot policy override (entries between snapshots).
+    pub(crate) snapshot_every: Option<u64>,
 }
 
 fn config(dir: &std::path::Path, id: NodeId) -> MetaNodeConfig {
@@ -31,6 +33,7 @@ impl Cluster {
             router: MemRouter::new(),
             nodes: BTreeMap::new(),
             dir: tempfile::tempdir().unwrap(),
+            snapshot_every: None,
         };
         for id in 1..=n {
             c.start_node(id).await;
@@ -43,9 +46,12 @@ impl Cluster {
     }
 
     pub(crate) async fn start_node(&mut self, id: NodeId) {
-        let node = MetaNode::start(config(self.dir.path(), id), self.router.factory(id))
-            .await
-            .unwrap();
+        let mut cfg = config(self.dir.path(), id);
+        if let Some(n) = self.snapshot_every {
+            cfg.snapshot_every = n;
+            cfg.keep_logs_behind_snapshot = 0;
+        }
+        let node = MetaNode::start(cfg, self.router.factory(id)).await.unwrap();
         self.router.register(id, node.raft().clone());
         self.nodes.insert(id, Arc::new(node));
     }
@@ -279,5 +285,60 @@ async fn restarted_cluster_recovers_state_from_disk() {
     })
     .await;
     c.client(leader).propose(rules("later")).await.unwrap();
+    c.shutdown().await;
+}
+
+/// Logs are purged behind snapshots, so a node joining late catches up by a
+/// full snapshot transfer, and a restarted node recovers from its own
+/// snapshot plus the log after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_catches_up_by_snapshot() {
+    let mut c = Cluster {
+        router: MemRouter::new(),
+        nodes: BTreeMap::new(),
+        dir: tempfile::tempdir().unwrap(),
+        snapshot_every: Some(10),
+    };
+    for id in 1..=3 {
+        c.start_node(id).await;
+    }
+    c.nodes[&1].bootstrap().await.unwrap();
+    for id in 2..=3 {
+        c.client(1).add_node(id, format!("mem-{id}")).await.unwrap();
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    for i in 0..40 {
+        c.client(leader)
+            .propose(rules(&format!("ns{i}")))
+            .await
+            .unwrap();
+    }
+    // The leader has snapshotted and purged its log.
+    let m = c.nodes[&leader]
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.purged.is_some() && m.snapshot.is_some(), "purged")
+        .await
+        .unwrap();
+    assert!(m.purged.unwrap().index > 10);
+    c.start_node(4).await;
+    c.client(leader).add_node(4, "mem-4".into()).await.unwrap();
+    c.until(&[4], "snapshot installed on the joiner", |s| {
+        (0..40).all(|i| s.rule_groups.contains_key(&format!("ns{i}"))) && s.nodes.len() == 4
+    })
+    .await;
+    c.nodes[&4]
+        .raft()
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some(), "joiner holds a snapshot")
+        .await
+        .unwrap();
+
+    c.kill(4).await;
+    c.start_node(4).await;
+    c.until(&[4], "restart from own snapshot", |s| {
+        s.rule_groups.len() == 40 && s.nodes.len() == 4
+    })
+    .await;
     c.shutdown().await;
 }

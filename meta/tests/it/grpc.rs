@@ -24,6 +24,9 @@ async fn start(dir: &std::path::Path, id: NodeId) -> (Running, String) {
     let addr = listener.local_addr().unwrap().to_string();
     let mut cfg = MetaNodeConfig::new(id, addr.clone(), dir.join(format!("n{id}")));
     cfg.heartbeat = Duration::from_millis(50);
+    // Snapshot and purge often, so a late joiner needs a streamed snapshot.
+    cfg.snapshot_every = 10;
+    cfg.keep_logs_behind_snapshot = 0;
     let channels = Channels::default();
     let node = Arc::new(
         MetaNode::start(cfg, GrpcNetworkFactory::new(channels.clone()))
@@ -137,6 +140,43 @@ async fn three_nodes_over_grpc() {
     nodes[&follower].client.propose(put("after")).await.unwrap();
     assert!(nodes[&new].client.is_leader_confirmed().await.unwrap());
     assert!(nodes[&new].client.state().rule_groups.contains_key("after"));
+
+    // A late joiner catches up by a snapshot streamed over gRPC.
+    for i in 0..30 {
+        nodes[&new]
+            .client
+            .propose(put(&format!("ns{i}")))
+            .await
+            .unwrap();
+    }
+    nodes[&new]
+        .node
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.purged.is_some_and(|p| p.index > 10), "leader purged")
+        .await
+        .unwrap();
+    let (late, late_addr) = start(dir.path(), 5).await;
+    nodes[&follower]
+        .client
+        .add_node(5, late_addr)
+        .await
+        .unwrap();
+    let mut rx = late.client.watch();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !rx.borrow_and_update().rule_groups.contains_key("ns29") {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("late joiner caught up");
+    late.node
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "late joiner holds a snapshot")
+        .await
+        .unwrap();
+    nodes.insert(5, late);
     for (_, r) in nodes {
         stop(r).await;
     }
