@@ -108,6 +108,127 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
         .unwrap_or(false)
 }
 
+/// A client certificate signed by the test CA (after [`make_certs`]).
+fn make_client_cert(dir: &Path) -> bool {
+    std::fs::write(
+        dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=grafana",
+        ],
+    ) && openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.cnf",
+        ],
+    )
+}
+
+fn client_config(dir: &Path, with_cert: bool) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let cfg = if with_cert {
+        let pem = std::fs::read(dir.join("client.pem")).unwrap();
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .map(|c| c.unwrap())
+            .collect();
+        let key = std::fs::read(dir.join("client.key")).unwrap();
+        let key = rustls_pemfile::private_key(&mut key.as_slice())
+            .unwrap()
+            .unwrap();
+        b.with_client_auth_cert(certs, key).unwrap()
+    } else {
+        b.with_no_client_auth()
+    };
+    Arc::new(cfg)
+}
+
+/// GET over TLS; `None` when the handshake or the exchange fails.
+async fn tls_get(
+    addr: std::net::SocketAddr,
+    cfg: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Option<Resp> {
+    let connector = tokio_rustls::TlsConnector::from(cfg);
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").ok()?;
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw).await;
+    if raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        Some(parse_response(&raw))
+    } else {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_certificates_required() {
+    let dir = tempfile::tempdir().unwrap();
+    if !make_certs(dir.path()) || !make_client_cert(dir.path()) {
+        if std::env::var("PHAROS_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("the openssl CLI is needed to make test certificates (PHAROS_REQUIRE_PEERS=1)");
+        }
+        eprintln!("SKIP: the openssl CLI is not available to make test certificates");
+        return;
+    }
+    std::fs::write(
+        dir.path().join("web.yml"),
+        "tls_server_config:\n  cert_file: srv.pem\n  key_file: srv.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
+    )
+    .unwrap();
+    let web = dir.path().join("web.yml");
+    let n = node_with(|c| c.pharos.web.config_file = Some(web)).await;
+    let with = tls_get(n.addr, client_config(dir.path(), true), "/-/healthy").await;
+    assert_eq!(with.map(|r| r.status), Some(200));
+    let without = tls_get(n.addr, client_config(dir.path(), false), "/-/healthy").await;
+    assert!(without.is_none(), "served without a client certificate");
+    n.stop().await;
+}
+
 /// A CA and a server certificate for 127.0.0.1, made with the openssl CLI.
 fn make_certs(dir: &Path) -> bool {
     std::fs::write(
