@@ -10,7 +10,8 @@
 //! - [`state_machine`]: the deterministic `apply` (pure, no I/O);
 //! - [`planner`]: the pure rebalancing planner (one small step at a time);
 //! - [`raft`]: the openraft `TypeConfig`;
-//! - [`log_store`]: the durable, CRC-checked Raft log (`RaftLogStorage`);
+//! - [`log_store`]: the durable, CRC-checked Raft log (`RaftLogStorage`;
+//!   format in `meta/docs/meta-store.md`);
 //! - [`sm_store`]: the state machine store with on-disk snapshots
 //!   (`RaftStateMachine`);
 //! - [`network`]: the in-memory Raft transport for in-process clusters;

@@ -460,6 +460,28 @@ mod tests {
     }
 
     #[test]
+    fn stale_epochs_are_redirected() {
+        use crate::types::EpochCheck;
+        let mut p = populated();
+        p.apply(&Command::SetShardPrimary {
+            shard: 1,
+            node: 3,
+            expected_epoch: 1,
+        });
+        let map = p.shard_map.as_ref().unwrap();
+        assert_eq!(map.check_epoch(1, 2), EpochCheck::Current);
+        assert_eq!(
+            map.check_epoch(1, 1),
+            EpochCheck::Stale {
+                epoch: 2,
+                replicas: vec![3, 2]
+            }
+        );
+        assert_eq!(map.check_epoch(1, 5), EpochCheck::Ahead { local_epoch: 2 });
+        assert_eq!(map.check_epoch(9, 1), EpochCheck::UnknownShard);
+    }
+
+    #[test]
     fn shard_for_hash_splits_evenly() {
         let p = populated();
         let map = p.shard_map.as_ref().unwrap();

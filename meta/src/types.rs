@@ -88,6 +88,24 @@ impl ShardMap {
         ((u128::from(hash) * u128::from(self.shards)) >> 64) as ShardId
     }
 
+    /// Checks a request that was routed with `epoch` for `shard`: requests
+    /// planned against an older epoch get a redirect with the current
+    /// placement, never a silent apply.
+    pub fn check_epoch(&self, shard: ShardId, epoch: u64) -> EpochCheck {
+        match self.assignment(shard) {
+            None => EpochCheck::UnknownShard,
+            Some(a) if a.epoch == epoch => EpochCheck::Current,
+            Some(a) if a.epoch > epoch => EpochCheck::Stale {
+                epoch: a.epoch,
+                replicas: a.replicas.clone(),
+            },
+            // The sender has seen a newer map than this node has applied.
+            Some(a) => EpochCheck::Ahead {
+                local_epoch: a.epoch,
+            },
+        }
+    }
+
     /// The assignment of `shard`, if it exists.
     pub fn assignment(&self, shard: ShardId) -> Option<&ShardAssignment> {
         self.assignments.get(shard as usize)
@@ -114,6 +132,22 @@ impl ShardMap {
         }
         out
     }
+}
+
+/// The outcome of [`ShardMap::check_epoch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpochCheck {
+    Current,
+    /// The request is stale: redirect to these replicas at this epoch.
+    Stale {
+        epoch: u64,
+        replicas: Vec<NodeId>,
+    },
+    /// This node lags the sender: wait for the map to catch up, or refuse.
+    Ahead {
+        local_epoch: u64,
+    },
+    UnknownShard,
 }
 
 /// A block in the catalog (a Prometheus-format TSDB block a node produced).
