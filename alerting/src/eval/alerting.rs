@@ -62,7 +62,7 @@ impl Alert {
         if self.resolved_at > self.last_sent_at {
             return true;
         }
-        self.last_sent_at == 0 || self.last_sent_at + resend_delay_ms < ts
+        self.last_sent_at.saturating_add(resend_delay_ms) < ts
     }
 }
 

@@ -163,6 +163,9 @@ const FUNCTIONS: &[&str] = &[
     "toTime",
     "parseDuration",
     "externalURL",
+    "pathPrefix",
+    "graphLink",
+    "tableLink",
 ];
 
 pub(crate) fn is_function(name: &str) -> bool {
@@ -716,6 +719,26 @@ impl Exec<'_> {
                 V::Float(ms as f64 / 1000.0)
             }
             "externalURL" => V::Str(self.data.external_url.to_string()),
+            "pathPrefix" => {
+                // The path part of the external URL.
+                let u = self.data.external_url;
+                let after_scheme = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
+                V::Str(
+                    after_scheme
+                        .find('/')
+                        .map(|i| after_scheme[i..].to_string())
+                        .unwrap_or_default(),
+                )
+            }
+            "graphLink" | "tableLink" => {
+                want(1)?;
+                let e = s(&args[0])?;
+                let tab = if name == "tableLink" { 1 } else { 0 };
+                V::Str(format!(
+                    "/graph?g0.expr={}&g0.tab={tab}",
+                    crate::notifier::query_escape(&e)
+                ))
+            }
             _ => return Err(self.err(format!("function {name:?} not defined"))),
         })
     }

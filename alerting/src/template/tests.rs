@@ -153,3 +153,39 @@ fn errors_are_reported_with_lines_not_panics() {
         let _ = run(junk, 0.0);
     }
 }
+
+#[test]
+fn links_and_prefix() {
+    assert_eq!(run("{{ pathPrefix }}", 0.0).unwrap(), "");
+    assert_eq!(
+        run(r#"{{ graphLink "up == 0" }}"#, 0.0).unwrap(),
+        "/graph?g0.expr=up+%3D%3D+0&g0.tab=0"
+    );
+    assert_eq!(
+        run(r#"{{ tableLink "up" }}"#, 0.0).unwrap(),
+        "/graph?g0.expr=up&g0.tab=1"
+    );
+}
+
+/// Every splice of template fragments parses or fails cleanly: no panic,
+/// whatever the input.
+#[test]
+fn never_panics_on_fragment_soup() {
+    let frags = [
+        "{{", "}}", "{{-", "-}}", " ", "$labels", ".Labels", ".x", "$value", "|", "(", ")",
+        "\"s\"", "`r`", "1", "-2.5e3", "if", "else", "end", "range", "with", ":=", ",", "printf",
+        "humanize", "query", "first", "index", "/*", "*/", "\n", "é", "$", ".",
+    ];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..20_000 {
+        let mut t = String::new();
+        for _ in 0..(seed % 9) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            t.push_str(frags[(seed % frags.len() as u64) as usize]);
+        }
+        seed = seed.wrapping_add(0x2545_F491_4F6C_DD1D);
+        let _ = run(&t, 1.0);
+    }
+}
