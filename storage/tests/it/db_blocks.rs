@@ -115,7 +115,8 @@ fn on_disk(dir: &Path) -> BTreeMap<String, BlockMeta> {
             "leftover {name} in {}",
             dir.display()
         );
-        if name == "wal" || name == "LOCK" {
+        // The WAL and anything else that is not a block (a ULID name).
+        if name.parse::<pharos_storage::block::Ulid>().is_err() {
             continue;
         }
         let b = Block::open(&e.path()).unwrap();
