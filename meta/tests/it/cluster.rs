@@ -342,3 +342,23 @@ async fn late_joiner_catches_up_by_snapshot() {
     .await;
     c.shutdown().await;
 }
+
+/// At most five voters: the sixth node joins as a learner and still
+/// receives every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixth_node_is_a_learner() {
+    let c = Cluster::start(6).await;
+    let all = [1, 2, 3, 4, 5, 6];
+    let leader = c.leader(&all).await;
+    let raft = c.nodes[&leader].raft();
+    let voters: Vec<NodeId> = raft.voter_ids().collect();
+    let learners: Vec<NodeId> = raft.learner_ids().collect();
+    assert_eq!(voters, vec![1, 2, 3, 4, 5]);
+    assert_eq!(learners, vec![6]);
+    c.client(leader).propose(rules("to-learner")).await.unwrap();
+    c.until(&all, "applied on voters and learner", |s| {
+        s.rule_groups.contains_key("to-learner") && s.nodes.len() == 6
+    })
+    .await;
+    c.shutdown().await;
+}
