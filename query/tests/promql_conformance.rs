@@ -2,10 +2,10 @@
 //! through `pharos_query::promqltest`.
 //!
 //! Prints `PASS|FAIL name: passed/total` per file, then the native-histogram
-//! line, the start-timestamp line and the overall line. Fails if any plain
-//! float case fails, or a file fails as a whole. Cases that need native
-//! histograms or `@st` start timestamps are counted on their own lines (and
-//! do not fail the run) until storage keeps those.
+//! line and the overall line. Fails if any float case fails (start-timestamp
+//! cases included), or a file fails as a whole. Cases that need native
+//! histograms are counted on their own line (and do not fail the run) until
+//! storage keeps those.
 //!
 //! Environment: `PHAROS_PROMQL_CORPUS` (corpus directory; default
 //! `../../shared/conformance/promql` from this crate), `PHAROS_PROMQL_FILE`
@@ -102,7 +102,6 @@ fn promql_conformance() {
     let reports = reports.expect("runner thread panicked outside a case");
 
     let (mut float_pass, mut float_fail, mut hist_pass, mut hist_fail) = (0, 0, 0, 0);
-    let (mut st_pass, mut st_fail) = (0, 0);
     let mut broken_files = Vec::new();
     for r in &reports {
         let ok = r.float_ok();
@@ -127,18 +126,11 @@ fn promql_conformance() {
                         match c.class() {
                             CaseClass::Float => "",
                             CaseClass::NativeHistogram => " [hist]",
-                            CaseClass::StartTimestamp => " [st]",
                         },
                         c.expr,
                         one_line(f)
                     );
                 }
-            }
-            if r.dropped_start_timestamps > 0 {
-                println!(
-                    "  note: {} start timestamps dropped (storage keeps none)",
-                    r.dropped_start_timestamps
-                );
             }
         }
         let (p, f) = r.counts(CaseClass::Float);
@@ -147,16 +139,12 @@ fn promql_conformance() {
         let (p, f) = r.counts(CaseClass::NativeHistogram);
         hist_pass += p;
         hist_fail += f;
-        let (p, f) = r.counts(CaseClass::StartTimestamp);
-        st_pass += p;
-        st_fail += f;
     }
     println!("native-histogram cases: {hist_pass} passed, {hist_fail} failed");
-    println!("start-timestamp cases: {st_pass} passed, {st_fail} failed");
     println!(
         "promql conformance: {} passed, {} failed",
-        float_pass + hist_pass + st_pass,
-        float_fail + hist_fail + st_fail
+        float_pass + hist_pass,
+        float_fail + hist_fail
     );
     assert!(
         float_fail == 0 && broken_files.is_empty(),

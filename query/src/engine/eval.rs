@@ -130,6 +130,65 @@ impl RangeData {
     }
 }
 
+impl RangeData {
+    /// As [`RangeData::for_each`], also passing each sample's start
+    /// timestamp (ms, 0 = unknown) parallel to the samples, or `None` when
+    /// the series has none: subquery results and series without start
+    /// timestamps. Only raw selector data carries them.
+    pub(crate) fn for_each_st(
+        &self,
+        ev: &Evaluator<'_>,
+        mut f: impl FnMut(&Labels, bool, &[(i64, f64)], Option<&[i64]>),
+    ) {
+        match &self.source {
+            RangeSource::Decoded(v) => {
+                for s in v {
+                    f(&s.labels, s.drop_name, &s.points, None);
+                }
+            }
+            RangeSource::Stored { series, mint, maxt } => {
+                let mut buf = Vec::new();
+                let mut sts = Vec::new();
+                for s in series {
+                    if let Err(e) = ev.decode(s, *mint, *maxt, &mut buf) {
+                        ev.defer_error(e);
+                        return;
+                    }
+                    buf.retain(|p| !is_stale_nan(p.1));
+                    if buf.is_empty() {
+                        continue;
+                    }
+                    let with_st = s
+                        .start_timestamps
+                        .as_deref()
+                        .is_some_and(|pairs| align_start_timestamps(pairs, &buf, &mut sts));
+                    f(&s.labels, false, &buf, with_st.then_some(&sts[..]));
+                }
+            }
+        }
+    }
+}
+
+/// Fills `out` with the start timestamp of each sample of `pts` (both sorted
+/// by time; `pairs` holds only non-zero ones). Whether any is non-zero.
+fn align_start_timestamps(pairs: &[(i64, i64)], pts: &[(i64, f64)], out: &mut Vec<i64>) -> bool {
+    out.clear();
+    let mut j = 0;
+    let mut any = false;
+    for &(t, _) in pts {
+        while j < pairs.len() && pairs[j].0 < t {
+            j += 1;
+        }
+        let st = match pairs.get(j) {
+            Some(&(pt, st)) if pt == t => st,
+            _ => 0,
+        };
+        any |= st != 0;
+        out.push(st);
+    }
+    any
+}
+
 /// Sliding window over one series' samples: yields, for each step whose
 /// window is non-empty, `(step index, window)`. Window ends must not decrease.
 pub(crate) struct Windows<'a> {
@@ -646,6 +705,68 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// For `start_timestamp()`: for each series of `vs`, the start timestamp
+    /// (ms, 0 = unknown) of the sample [`Evaluator::select_at`] would pick at
+    /// each reference time, as `(step, start timestamp)`.
+    pub(crate) fn select_start_timestamps_at(
+        &mut self,
+        vs: &VectorSelector,
+        refs: &[i64],
+    ) -> Result<Vec<(Labels, Vec<(usize, i64)>)>, QueryError> {
+        let (Some(&first), Some(&last)) = (refs.first(), refs.last()) else {
+            return Ok(Vec::new());
+        };
+        let lookback = self.opts.lookback_delta_ms;
+        let (mint, maxt) = (first.saturating_sub(lookback).saturating_add(1), last);
+        let series = self.select(vs, mint, maxt, 0, None)?;
+        let mut out = Vec::with_capacity(series.len());
+        let mut samples = Vec::new();
+        for s in &series {
+            self.decode(s, mint, maxt, &mut samples)?;
+            let mut pts = Vec::new();
+            for (i, &r) in refs.iter().enumerate() {
+                let idx = samples.partition_point(|s| s.0 <= r);
+                if idx == 0 {
+                    continue;
+                }
+                let (t, v) = samples[idx - 1];
+                if t > r - lookback && !is_stale_nan(v) {
+                    pts.push((i, s.start_timestamp_at(t)));
+                }
+            }
+            if !pts.is_empty() {
+                out.push((s.labels.clone(), pts));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `start_timestamp(vs)`: the selected sample's start timestamp in
+    /// seconds at every step (0 when unknown).
+    pub(crate) fn eval_start_timestamp(
+        &mut self,
+        vs: &VectorSelector,
+    ) -> Result<Vec<RSeries>, QueryError> {
+        let offset = match &vs.offset {
+            Some(d) => self.resolve_duration(d)?,
+            None => 0,
+        };
+        let at = self.resolve_at(vs.at);
+        let refs = self.refs(at, offset);
+        let sel = self.select_start_timestamps_at(vs, &refs)?;
+        Ok(sel
+            .into_iter()
+            .map(|(labels, pts)| RSeries {
+                labels,
+                drop_name: true,
+                points: pts
+                    .into_iter()
+                    .map(|(i, st)| (self.ts(i), st as f64 / 1000.0))
+                    .collect(),
+            })
+            .collect())
     }
 
     /// Reference time of each step as seen by the first selector under `e`

@@ -2,8 +2,8 @@
 //! engine calls. Signatures (argument and return types, experimental flags)
 //! come from the parser's table (`crate::parser::functions`).
 //!
-//! Invariant: every function in that table except `start_timestamp` (start
-//! timestamps are not stored yet) is implemented here; results of functions
+//! Invariant: every function in that table is implemented here (start
+//! timestamps: `start_ts.rs`); results of functions
 //! that change a sample's meaning are flagged for `__name__` removal
 //! (delayed until the end of evaluation).
 
@@ -15,6 +15,7 @@ mod math;
 mod over_time;
 mod rate;
 mod sort;
+mod start_ts;
 mod time;
 
 use crate::engine::QueryError;
@@ -175,6 +176,9 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, QueryEr
         return Ok(v);
     }
     if let Some(v) = info::eval(ev, c)? {
+        return Ok(v);
+    }
+    if let Some(v) = start_ts::eval(ev, c)? {
         return Ok(v);
     }
     if crate::parser::functions::lookup(name).is_some() {

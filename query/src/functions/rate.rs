@@ -7,7 +7,7 @@ use crate::engine::eval::{Evaluator, RSeries, RangeData, Val};
 use crate::engine::QueryError;
 use crate::parser::ast::Call;
 
-use super::{map_windows, range_arg, scalar_arg};
+use super::{map_windows, range_arg, scalar_arg, start_ts};
 use crate::engine::aggregate::kahan_inc;
 
 /// Prometheus's `extrapolatedRate` for float samples.
@@ -22,18 +22,35 @@ fn extrapolated(
     if w.len() < 2 {
         return None;
     }
+    let result = if counter {
+        start_ts::counter_increase(w, None)
+    } else {
+        w[w.len() - 1].1 - w[0].1
+    };
+    Some(extrapolate(
+        w,
+        result,
+        range_start,
+        range_end,
+        range,
+        counter,
+        is_rate,
+    ))
+}
+
+/// Scales a window's `result` (its increase or delta) to the whole range,
+/// Prometheus's extrapolation. `w` has at least two samples.
+fn extrapolate(
+    w: &[(i64, f64)],
+    result: f64,
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    counter: bool,
+    is_rate: bool,
+) -> f64 {
     let first = w[0];
     let last = w[w.len() - 1];
-    let mut result = last.1 - first.1;
-    if counter {
-        let mut prev = first.1;
-        for &(_, v) in &w[1..] {
-            if v < prev {
-                result += prev;
-            }
-            prev = v;
-        }
-    }
     let mut to_start = (first.0 - range_start) as f64 / 1000.0;
     let mut to_end = (range_end - last.0) as f64 / 1000.0;
     let sampled = (last.0 - first.0) as f64 / 1000.0;
@@ -60,7 +77,36 @@ fn extrapolated(
     if is_rate {
         factor /= range as f64 / 1000.0;
     }
-    Some(result * factor)
+    result * factor
+}
+
+/// `rate`/`increase` of one window with start timestamps (see
+/// `start_ts`): the zero-at-the-start rule when it applies, otherwise the
+/// usual extrapolation over an increase that counts start-timestamp resets.
+fn counter_rate_st(
+    w: &[(i64, f64)],
+    sts: &[i64],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    is_rate: bool,
+) -> Option<f64> {
+    if let Some(v) = start_ts::zero_start_rate(w, sts, range_start, range_end, range, is_rate) {
+        return Some(v);
+    }
+    if w.len() < 2 {
+        return None;
+    }
+    let result = start_ts::counter_increase(w, Some(sts));
+    Some(extrapolate(
+        w,
+        result,
+        range_start,
+        range_end,
+        range,
+        true,
+        is_rate,
+    ))
 }
 
 /// The samples an anchored window works on: those in `(start, end]` plus
@@ -279,35 +325,47 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             }
             if rd.anchored || rd.smoothed {
                 extended(ev, &rd, counter, is_rate)
+            } else if counter {
+                start_ts::map_windows_st(ev, &rd, |w, sts, end| match sts {
+                    Some(sts) => counter_rate_st(w, sts, end - range, end, range, is_rate),
+                    None => extrapolated(w, end - range, end, range, true, is_rate),
+                })
             } else {
                 map_windows(ev, &rd, false, |w, _, end| {
-                    extrapolated(w, end - range, end, range, counter, is_rate)
+                    extrapolated(w, end - range, end, range, false, is_rate)
                 })
             }
         }
-        "irate" | "idelta" => {
-            let is_rate = name == "irate";
-            map_windows(ev, &rd, false, |w, _, _| {
-                if w.len() < 2 {
-                    return None;
-                }
-                let last = w[w.len() - 1];
-                let prev = w[w.len() - 2];
-                let mut v = if is_rate && last.1 < prev.1 {
-                    last.1
-                } else {
-                    last.1 - prev.1
-                };
-                let dt = last.0 - prev.0;
-                if dt == 0 {
-                    return None;
-                }
-                if is_rate {
-                    v /= dt as f64 / 1000.0;
-                }
-                Some(v)
-            })
-        }
+        "irate" => start_ts::map_windows_st(ev, &rd, |w, sts, _| {
+            let n = w.len();
+            if n < 2 {
+                return None;
+            }
+            let (prev, last) = (w[n - 2], w[n - 1]);
+            let dt = last.0 - prev.0;
+            if dt == 0 {
+                return None;
+            }
+            // Only the last pair matters: a reset there means the counter
+            // grew from 0 to the last value.
+            let v = if start_ts::is_reset(&w[n - 2..], sts.map(|s| &s[n - 2..]), 1) {
+                last.1
+            } else {
+                last.1 - prev.1
+            };
+            Some(v / (dt as f64 / 1000.0))
+        }),
+        "idelta" => map_windows(ev, &rd, false, |w, _, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            let last = w[w.len() - 1];
+            let prev = w[w.len() - 2];
+            if last.0 == prev.0 {
+                return None;
+            }
+            Some(last.1 - prev.1)
+        }),
         "deriv" => map_windows(ev, &rd, false, |w, _, _| {
             if w.len() < 2 {
                 return None;
@@ -334,8 +392,12 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             if rd.anchored {
                 anchored_count(ev, &rd, |a, b| b < a)
             } else {
-                map_windows(ev, &rd, false, |w, _, _| {
-                    Some(w.windows(2).filter(|p| p[1].1 < p[0].1).count() as f64)
+                start_ts::map_windows_st(ev, &rd, |w, sts, _| {
+                    Some(
+                        (1..w.len())
+                            .filter(|&i| start_ts::is_reset(w, sts, i))
+                            .count() as f64,
+                    )
                 })
             }
         }

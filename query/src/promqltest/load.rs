@@ -3,11 +3,12 @@
 //! [`TestStorage`] is one file's storage: a fresh storage `Head` with
 //! out-of-order ingestion disabled, as upstream runs the corpus; `clear`
 //! replaces it. Float samples (staleness markers included) go to the head.
-//! The head stores neither native histograms nor start timestamps yet, so
-//! histogram samples (from `{{…}}` literals and from `load_with_nhcb`
-//! conversion) are counted and kept out of storage, and start timestamps are
-//! dropped; [`TestStorage::holds_histograms`] tells the runner a case runs
-//! over incomplete data.
+//! Start timestamps (`@st` lines, README §4.7) are stored with their float
+//! samples (`Head::append_with_st`). The head stores no native histograms
+//! yet, so histogram samples (from `{{…}}` literals and from
+//! `load_with_nhcb` conversion) are counted and kept out of storage;
+//! [`TestStorage::holds_histograms`] tells the runner a case runs over
+//! incomplete data.
 
 use std::collections::BTreeMap;
 
@@ -42,8 +43,8 @@ pub struct LoadStats {
     pub float_samples: usize,
     /// `{{…}}` samples and NHCB samples not stored (no histogram storage).
     pub skipped_histograms: usize,
-    /// Samples whose `@st` start timestamp was dropped.
-    pub dropped_start_timestamps: usize,
+    /// Float samples stored with a non-zero `@st` start timestamp.
+    pub start_timestamps: usize,
 }
 
 /// One script file's storage.
@@ -109,8 +110,14 @@ impl TestStorage {
                 match s.values.get(i) {
                     None | Some(None) => {}
                     Some(Some(SeriesValue::Float(v))) => {
+                        // ST = T + offset; a missing one is 0, "unknown".
+                        let st = s
+                            .start_offsets
+                            .as_ref()
+                            .and_then(|o| o.get(i).copied().flatten())
+                            .map_or(0, |off| t.saturating_add(off));
                         self.head
-                            .append(&s.labels, t, *v)
+                            .append_with_st(&s.labels, t, *v, st)
                             .map_err(|source| LoadError::Append {
                                 line: s.line,
                                 series: s.labels.clone(),
@@ -118,13 +125,8 @@ impl TestStorage {
                                 source,
                             })?;
                         stats.float_samples += 1;
-                        let has_st = s
-                            .start_offsets
-                            .as_ref()
-                            .and_then(|o| o.get(i).copied().flatten())
-                            .is_some_and(|off| t + off != 0);
-                        if has_st {
-                            stats.dropped_start_timestamps += 1;
+                        if st != 0 {
+                            stats.start_timestamps += 1;
                         }
                     }
                     Some(Some(SeriesValue::Histogram(_))) => {
@@ -334,6 +336,25 @@ mod tests {
         assert_eq!(series[1].labels, Labels::from_pairs([("__name__", "b")]));
         st.clear();
         assert!(st.head().select(0, i64::MAX, &[], None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn start_timestamps_reach_the_head() {
+        use pharos_storage::chunk::{SampleIterator, ValueType};
+        let mut st = TestStorage::new();
+        let cmd = load_cmd("load 1m\n  a@st _ -30s _ -0ms\n  a 1 2 3 4\n");
+        assert_eq!(st.load(&cmd).unwrap().start_timestamps, 2);
+        let series = st.head().select(0, i64::MAX, &[], None).unwrap();
+        let mut it = series[0].iter();
+        let mut got = vec![];
+        while it.next() == ValueType::Float {
+            got.push((it.at_t(), it.at_st()));
+        }
+        // -0ms gives ST = T; at t=0 that is 0, unknown, like a missing one.
+        assert_eq!(
+            got,
+            vec![(0, 0), (60_000, 30_000), (120_000, 0), (180_000, 180_000)]
+        );
     }
 
     #[test]

@@ -19,9 +19,7 @@ use regex::Regex;
 
 use super::compare::{self, Actual, Grid, MatrixSeries};
 use super::load::{loads_histograms, TestStorage};
-use super::script::{
-    parse_script, AnnotationExpect, Command, EvalCommand, LoadCommand, QueryKind, SeriesValue,
-};
+use super::script::{parse_script, AnnotationExpect, Command, EvalCommand, QueryKind, SeriesValue};
 use crate::engine::{AnnotationKind, Engine, EngineOptions, QueryError, QueryResult, Value};
 use crate::parser::ast::{AtModifier, Expr};
 use crate::parser::{parse_with, ParseOptions};
@@ -45,10 +43,6 @@ pub struct CaseResult {
     pub line: usize,
     pub expr: String,
     pub involves_histograms: bool,
-    /// Runs while samples with `@st` start timestamps are loaded, or calls
-    /// `start_timestamp()`. Storage keeps no start timestamps yet, so these
-    /// are counted on their own line, like histogram cases.
-    pub involves_start_timestamps: bool,
     /// `None` if the case passed; otherwise the first difference.
     pub failure: Option<String>,
 }
@@ -61,8 +55,6 @@ pub struct FileReport {
     /// The file as a whole failed: script syntax error, an unparseable eval
     /// expression, or a failed `load` (cases after it are counted failed).
     pub file_error: Option<String>,
-    /// Samples with `@st` start timestamps the storage could not keep.
-    pub dropped_start_timestamps: usize,
 }
 
 impl FileReport {
@@ -70,8 +62,8 @@ impl FileReport {
         self.cases.iter().filter(|c| c.failure.is_none()).count()
     }
 
-    /// Whether the file passes counting only plain float cases (neither
-    /// native histograms nor start timestamps) and has no file-level error.
+    /// Whether the file passes counting only float cases (no native
+    /// histograms) and has no file-level error.
     pub fn float_ok(&self) -> bool {
         self.file_error.is_none()
             && self
@@ -95,34 +87,23 @@ impl FileReport {
     }
 }
 
-/// What storage a case needs. Each case is in exactly one class; histogram
-/// data wins over start timestamps.
+/// What storage a case needs. Float cases (start timestamps included: the
+/// head stores them) gate the run; histogram cases are counted apart until
+/// storage holds native histograms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaseClass {
     Float,
     NativeHistogram,
-    StartTimestamp,
 }
 
 impl CaseResult {
     pub fn class(&self) -> CaseClass {
         if self.involves_histograms {
             CaseClass::NativeHistogram
-        } else if self.involves_start_timestamps {
-            CaseClass::StartTimestamp
         } else {
             CaseClass::Float
         }
     }
-}
-
-/// Whether a load block carries any `@st` start timestamp.
-fn loads_start_timestamps(cmd: &LoadCommand) -> bool {
-    cmd.series.iter().any(|s| {
-        s.start_offsets
-            .as_ref()
-            .is_some_and(|o| o.iter().any(Option::is_some))
-    })
 }
 
 /// Functions whose presence disables the step-invariance variants.
@@ -164,23 +145,18 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
     let opts = ParseOptions::all();
     let mut parsed: Vec<Option<Expr>> = Vec::new();
     let mut hist_loaded = false;
-    let mut st_loaded = false;
     let mut involves: Vec<bool> = Vec::new();
-    let mut involves_st: Vec<bool> = Vec::new();
     let mut parse_errors: Vec<String> = Vec::new();
     for cmd in &script.commands {
         match cmd {
             Command::Clear { .. } => {
                 hist_loaded = false;
-                st_loaded = false;
             }
             Command::Load(l) => {
                 hist_loaded |= loads_histograms(l);
-                st_loaded |= loads_start_timestamps(l);
             }
             Command::Eval(ev) => {
                 involves.push(hist_loaded || ev.expects_histograms());
-                involves_st.push(st_loaded || ev.expr.contains("start_timestamp("));
                 match guarded(|| parse_with(&ev.expr, &opts)) {
                     Ok(Ok(e)) => parsed.push(Some(e)),
                     Ok(Err(e)) => {
@@ -208,12 +184,11 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
             parse_errors.len(),
             parse_errors[0]
         ));
-        for (((ev, inv), st), p) in evals.zip(&involves).zip(&involves_st).zip(&parsed) {
+        for ((ev, inv), p) in evals.zip(&involves).zip(&parsed) {
             report.cases.push(CaseResult {
                 line: ev.line,
                 expr: ev.expr.clone(),
                 involves_histograms: *inv,
-                involves_start_timestamps: *st,
                 failure: Some(match p {
                     Some(_) => "not run: another expression of the file does not parse".into(),
                     None => "expression does not parse".into(),
@@ -234,7 +209,7 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
                     continue;
                 }
                 match storage.load(l) {
-                    Ok(stats) => report.dropped_start_timestamps += stats.dropped_start_timestamps,
+                    Ok(_) => {}
                     Err(e) => {
                         let msg = format!("load failed, file aborted: {e}");
                         report.file_error = Some(msg.clone());
@@ -252,7 +227,6 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> FileReport {
                     line: ev.line,
                     expr: ev.expr.clone(),
                     involves_histograms: involves[k],
-                    involves_start_timestamps: involves_st[k],
                     failure,
                 });
                 k += 1;
