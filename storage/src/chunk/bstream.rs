@@ -3,7 +3,7 @@
 //! (`write_byte`) go through the same bit path so unaligned bytes land where
 //! Prometheus puts them.
 
-use std::sync::Arc;
+use super::ChunkBytes;
 
 /// Append-only bit writer over a byte vector.
 ///
@@ -46,10 +46,27 @@ impl BitWriter {
         BitWriter { buf, free }
     }
 
+    /// Appends a byte, growing the buffer by a quarter (at least 128
+    /// bytes) when full rather than doubling it: a head keeps one open
+    /// buffer per series, and doubling would leave up to half of each unused.
+    #[inline]
+    fn push_byte(&mut self, b: u8) {
+        if self.buf.len() == self.buf.capacity() {
+            self.grow();
+        }
+        self.buf.push(b);
+    }
+
+    #[cold]
+    fn grow(&mut self) {
+        let step = (self.buf.capacity() / 4).max(128);
+        self.buf.reserve_exact(step);
+    }
+
     #[inline]
     pub(crate) fn write_bit(&mut self, bit: bool) {
         if self.free == 0 {
-            self.buf.push(0);
+            self.push_byte(0);
             self.free = 8;
         }
         self.free -= 1;
@@ -81,12 +98,12 @@ impl BitWriter {
             n -= take;
         }
         while n >= 8 {
-            self.buf.push((v >> 56) as u8);
+            self.push_byte((v >> 56) as u8);
             v <<= 8;
             n -= 8;
         }
         if n > 0 {
-            self.buf.push((v >> 56) as u8);
+            self.push_byte((v >> 56) as u8);
             self.free = (8 - n) as u8;
         }
     }
@@ -104,7 +121,7 @@ impl BitWriter {
 /// Bit reader over shared bytes, prefetching up to 64 bits at a time.
 #[derive(Clone, Debug)]
 pub(crate) struct BitReader {
-    data: Arc<[u8]>,
+    data: ChunkBytes,
     /// Next byte of `data` to load into `buf`.
     pos: usize,
     /// Valid bits, left-aligned.
@@ -113,7 +130,7 @@ pub(crate) struct BitReader {
 }
 
 impl BitReader {
-    pub(crate) fn new(data: Arc<[u8]>, start: usize) -> BitReader {
+    pub(crate) fn new(data: ChunkBytes, start: usize) -> BitReader {
         BitReader {
             pos: start.min(data.len()),
             data,
@@ -127,7 +144,7 @@ impl BitReader {
         self.pos * 8 - self.valid as usize
     }
 
-    pub(crate) fn data(&self) -> &Arc<[u8]> {
+    pub(crate) fn data(&self) -> &ChunkBytes {
         &self.data
     }
 

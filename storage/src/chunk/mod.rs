@@ -10,11 +10,13 @@
 //! The format is specified in `storage/docs/chunk.md`.
 
 mod bstream;
+mod bytes;
 mod xor;
 
 use std::fmt;
 use std::sync::Arc;
 
+pub use bytes::ChunkBytes;
 pub use xor::{XorAppender, XorIterator, CHUNK_HEADER_SIZE, MAX_SAMPLES_PER_CHUNK};
 
 /// Bit pattern of Prometheus's staleness marker (`value.StaleNaN`).
@@ -87,10 +89,12 @@ pub enum ChunkError {
 }
 
 /// An immutable encoded chunk. Cloning is a reference-count increment.
+/// The bytes are on the heap or in a read-only file map ([`ChunkBytes`]);
+/// readers cannot tell the difference.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Chunk {
     encoding: Encoding,
-    bytes: Arc<[u8]>,
+    bytes: ChunkBytes,
 }
 
 impl Chunk {
@@ -114,11 +118,23 @@ impl Chunk {
                 }
             }
         }
-        Ok(Chunk { encoding, bytes })
+        Ok(Chunk {
+            encoding,
+            bytes: bytes.into(),
+        })
     }
 
     /// Trusted constructor for bytes this crate just encoded.
     pub(crate) fn from_parts(encoding: Encoding, bytes: Arc<[u8]>) -> Chunk {
+        Chunk {
+            encoding,
+            bytes: bytes.into(),
+        }
+    }
+
+    /// Trusted constructor for bytes this crate encoded and moved (e.g. into
+    /// a mapped head chunk file).
+    pub(crate) fn from_chunk_bytes(encoding: Encoding, bytes: ChunkBytes) -> Chunk {
         Chunk { encoding, bytes }
     }
 
@@ -131,8 +147,15 @@ impl Chunk {
         &self.bytes
     }
 
-    /// The shared buffer itself (for zero-copy hand-off).
-    pub fn shared_bytes(&self) -> &Arc<[u8]> {
+    /// The shared heap buffer itself (for zero-copy hand-off); `None` when
+    /// the bytes are mapped from a file (use [`Chunk::chunk_bytes`]).
+    pub fn shared_bytes(&self) -> Option<&Arc<[u8]>> {
+        self.bytes.as_owned()
+    }
+
+    /// The bytes with their owner (heap buffer or file map), for zero-copy
+    /// hand-off of either kind.
+    pub fn chunk_bytes(&self) -> &ChunkBytes {
         &self.bytes
     }
 
@@ -146,12 +169,17 @@ impl Chunk {
 
     /// Decodes the chunk. The iterator holds its own reference to the bytes.
     pub fn iter(&self) -> XorIterator {
-        XorIterator::new(Arc::clone(&self.bytes))
+        XorIterator::new(self.bytes.clone())
     }
 
-    /// Heap bytes held by the encoded data.
+    /// Length of the encoded data (on the heap or mapped).
     pub fn byte_size(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Heap bytes held by the encoded data: 0 when it is mapped from a file.
+    pub fn heap_size(&self) -> usize {
+        self.bytes.heap_size()
     }
 }
 

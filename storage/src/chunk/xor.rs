@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::bstream::{write_uvarint, write_varint, BitReader, BitWriter};
-use super::{Chunk, ChunkError, Encoding, SampleIterator, ValueType};
+use super::{Chunk, ChunkBytes, ChunkError, Encoding, SampleIterator, ValueType};
 
 /// Size of the big-endian sample-count header.
 pub const CHUNK_HEADER_SIZE: usize = 2;
@@ -231,7 +231,7 @@ pub struct XorIterator {
 }
 
 impl XorIterator {
-    pub(crate) fn new(bytes: Arc<[u8]>) -> XorIterator {
+    pub(crate) fn new(bytes: ChunkBytes) -> XorIterator {
         let (num_total, err) = match bytes.get(..CHUNK_HEADER_SIZE) {
             Some(h) => (u16::from_be_bytes([h[0], h[1]]), None),
             None => (0, Some(ChunkError::TooShort { len: bytes.len() })),

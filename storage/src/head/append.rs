@@ -10,8 +10,10 @@ use crate::labels::{LabelError, Labels};
 
 impl Head {
     #[inline]
-    fn append_ctx(&self) -> AppendCtx {
+    fn append_ctx(&self, sref: u64) -> AppendCtx<'_> {
         AppendCtx {
+            disk: self.chunk_disk.as_ref(),
+            sref,
             samples_per_chunk: self.opts.samples_per_chunk,
             ooo_samples_per_chunk: self.opts.ooo_samples_per_chunk,
             chunk_range: self.opts.chunk_range_ms,
@@ -142,14 +144,14 @@ impl Head {
                     // Do not create a series for a sample that would be
                     // refused anyway: the caller logs series to the WAL only
                     // when told they were created, i.e. on success.
-                    let cx = self.append_ctx();
+                    let cx = self.append_ctx(0);
                     if let Err(rej) = SeriesState::check_first(t, &cx) {
                         return Err(rejection(rej, labels, t, v, cx.ooo_window));
                     }
                     self.get_or_create_series(labels, None)?
                 }
             };
-            let cx = self.append_ctx();
+            let cx = self.append_ctx(s.sref);
             let mut st = s.state.lock();
             if st.removed {
                 continue;
@@ -189,7 +191,7 @@ impl Head {
         v: f64,
         start_t: i64,
     ) -> Result<(), StorageError> {
-        let cx = self.append_ctx();
+        let cx = self.append_ctx(sref.0);
         let stripe = self.by_ref[sref.0 as usize & self.mask].0.read();
         let Some(s) = stripe.get(&sref.0) else {
             return Err(StorageError::UnknownSeriesRef(sref.0));

@@ -10,6 +10,9 @@
 //!   block-writer reads.
 //! - `series.rs`: one series' chunks and its append rules.
 //! - `index.rs`: label postings and matcher evaluation.
+//! - `chunks_disk.rs`: completed chunks moved to `chunks_head/` files and
+//!   read through memory maps (only for a head made with
+//!   [`Head::with_chunks_dir`], as `Db` does).
 //!
 //! # Concurrency
 //!
@@ -45,6 +48,7 @@
 //! WAL and replays them.
 
 mod append;
+mod chunks_disk;
 mod index;
 mod read;
 mod series;
@@ -58,13 +62,17 @@ mod tests;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::mem;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use self::chunks_disk::ChunkDiskMapper;
+pub use self::chunks_disk::{HeadChunksError, DEFAULT_HEAD_CHUNK_FILE_SIZE};
 use self::index::MemPostings;
 use self::series::MemSeries;
+use crate::error::StorageError;
 use crate::labels::Labels;
 
 /// Identifies a series in one head (Prometheus's `HeadSeriesRef`). Refs are
@@ -122,6 +130,9 @@ pub struct HeadStats {
     pub series_bytes: usize,
     /// Estimated heap bytes of the registry maps and the postings index.
     pub index_bytes: usize,
+    /// Bytes of completed chunks held in `chunks_head/` files (read through
+    /// maps: page cache, not heap; not in `series_bytes`).
+    pub mapped_chunk_bytes: usize,
 }
 
 impl HeadStats {
@@ -232,6 +243,8 @@ pub struct Head {
     truncate_lock: Mutex<()>,
     /// Start timestamps, beside the series so those without cost nothing.
     st: st::StStore,
+    /// Where completed in-order chunks go; `None` keeps them on the heap.
+    chunk_disk: Option<ChunkDiskMapper>,
 }
 
 impl Default for Head {
@@ -268,8 +281,41 @@ impl Head {
             min_valid_time: AtomicI64::new(i64::MIN),
             truncate_lock: Mutex::new(()),
             st: st::StStore::default(),
+            chunk_disk: None,
             opts,
         }
+    }
+
+    /// A head that moves each completed in-order chunk out of the heap into
+    /// files in `dir` (normally `<data dir>/chunks_head`), read back through
+    /// memory maps; see `storage/docs/head_chunks.md`. Whatever `dir` holds
+    /// is deleted first: the files are only a memory saving, and WAL replay
+    /// rebuilds them.
+    pub fn with_chunks_dir(opts: HeadOptions, dir: impl AsRef<Path>) -> Result<Head, StorageError> {
+        Head::with_chunks_dir_sized(opts, dir.as_ref(), DEFAULT_HEAD_CHUNK_FILE_SIZE)
+    }
+
+    /// As [`Head::with_chunks_dir`], cutting files at `max_file_size` bytes.
+    pub fn with_chunks_dir_sized(
+        opts: HeadOptions,
+        dir: &Path,
+        max_file_size: u64,
+    ) -> Result<Head, StorageError> {
+        let disk = ChunkDiskMapper::open(dir, max_file_size)
+            .map_err(|e| StorageError::Internal(e.to_string()))?;
+        let mut head = Head::new(opts);
+        head.chunk_disk = Some(disk);
+        Ok(head)
+    }
+
+    /// The directory completed chunks are written to, if any.
+    pub fn chunks_dir(&self) -> Option<&Path> {
+        self.chunk_disk.as_ref().map(|d| d.dir())
+    }
+
+    /// Files in the chunks directory now (0 without one).
+    pub fn num_chunk_files(&self) -> usize {
+        self.chunk_disk.as_ref().map_or(0, |d| d.num_files())
     }
 
     pub fn options(&self) -> &HeadOptions {
@@ -398,6 +444,14 @@ impl Head {
                     .compare_exchange(cur, new_min, Ordering::Relaxed, Ordering::Relaxed);
         }
         self.truncate_start_timestamps();
+        if let Some(d) = &self.chunk_disk {
+            // Every chunk ending before `t` is gone from the series above;
+            // a failed delete only leaves a file until the next truncation
+            // (or restart) removes it.
+            if let Err(error) = d.truncate_before(t) {
+                tracing::warn!(%error, "deleting truncated head chunk files");
+            }
+        }
         let mut refs: Vec<SeriesRef> = removed.into_iter().map(|(r, _)| SeriesRef(r)).collect();
         refs.sort_unstable();
         refs
@@ -455,6 +509,7 @@ impl Head {
                 + s.labels.byte_size()
                 + 2 * mem::size_of::<usize>()
                 + state.heap_size();
+            st.mapped_chunk_bytes += state.mapped_size();
         }
         // Start timestamps: 0 unless some series has them.
         st.series_bytes += self.st.heap_size();

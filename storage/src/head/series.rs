@@ -6,6 +6,7 @@ use std::mem;
 
 use parking_lot::Mutex;
 
+use super::chunks_disk::ChunkDiskMapper;
 use crate::chunk::{Chunk, Encoding, XorAppender};
 use crate::labels::Labels;
 use crate::series::ChunkMeta;
@@ -65,7 +66,7 @@ pub(crate) struct SeriesState {
 
 /// Limits an append is checked against, read from the head once per sample.
 #[derive(Clone, Copy)]
-pub(crate) struct AppendCtx {
+pub(crate) struct AppendCtx<'a> {
     pub(crate) samples_per_chunk: usize,
     pub(crate) ooo_samples_per_chunk: usize,
     pub(crate) chunk_range: i64,
@@ -74,6 +75,10 @@ pub(crate) struct AppendCtx {
     pub(crate) head_max: i64,
     /// Nothing older is accepted (truncation point).
     pub(crate) min_valid: i64,
+    /// Where completed in-order chunks go (`None`: they stay on the heap).
+    pub(crate) disk: Option<&'a ChunkDiskMapper>,
+    /// The series appended to (named in the chunk files' records).
+    pub(crate) sref: u64,
 }
 
 /// Why a sample was refused (the head adds the series labels).
@@ -166,7 +171,7 @@ impl SeriesState {
             None => true,
         };
         if cut {
-            self.cut(t, cx.chunk_range);
+            self.cut(t, cx);
         }
         if let Some(o) = &mut self.open {
             o.app.append(t, v);
@@ -175,30 +180,38 @@ impl SeriesState {
         self.last_v = v.to_bits();
     }
 
-    /// Closes the open chunk (if any) and opens a new one starting at `t`,
-    /// reusing the old buffer.
+    /// Closes the open chunk (if any) — into the chunk files when the head
+    /// has them, else into an exact-size heap copy — and opens a new one
+    /// starting at `t` with a small buffer: keeping the old one would carry
+    /// a full chunk's capacity over to every series' next chunk.
     #[cold]
-    fn cut(&mut self, t: i64, chunk_range: i64) {
-        let app = match self.open.take() {
-            Some(mut o) if o.app.num_samples() > 0 => {
-                if self.chunks.is_empty() {
-                    self.chunks.reserve_exact(2);
-                }
-                self.chunks.push(ChunkMeta {
-                    min_time: o.min_time,
-                    max_time: self.last_t.unwrap_or(o.min_time),
-                    chunk: o.app.to_chunk(),
-                });
-                o.app.reset();
-                o.app
+    fn cut(&mut self, t: i64, cx: &AppendCtx<'_>) {
+        if let Some(o) = self.open.take().filter(|o| o.app.num_samples() > 0) {
+            let max_time = self.last_t.unwrap_or(o.min_time);
+            let chunk = match cx.disk {
+                Some(d) => d
+                    .write(cx.sref, o.min_time, max_time, Encoding::Xor, o.app.bytes())
+                    .unwrap_or_else(|error| {
+                        if d.note_write_error() {
+                            tracing::warn!(%error, errors = d.write_errors(), "keeping a head chunk in memory: writing it to chunks_head failed");
+                        }
+                        o.app.to_chunk()
+                    }),
+                None => o.app.to_chunk(),
+            };
+            if self.chunks.is_empty() {
+                self.chunks.reserve_exact(2);
             }
-            Some(o) => o.app,
-            None => XorAppender::new(),
-        };
+            self.chunks.push(ChunkMeta {
+                min_time: o.min_time,
+                max_time,
+                chunk,
+            });
+        }
         self.open = Some(OpenChunk {
-            app,
+            app: XorAppender::new(),
             min_time: t,
-            next_at: range_end(t, chunk_range),
+            next_at: range_end(t, cx.chunk_range),
         });
     }
 
@@ -323,14 +336,16 @@ impl SeriesState {
     }
 
     /// Heap bytes held by this series' samples (chunk data, buffers and the
-    /// chunk list), for memory accounting.
+    /// chunk list), for memory accounting. Chunks mapped from the chunk
+    /// files count only their entry in the list.
     pub(crate) fn heap_size(&self) -> usize {
         let chunk_overhead = 2 * mem::size_of::<usize>(); // Arc counts
         let mut n = self.chunks.capacity() * mem::size_of::<ChunkMeta>();
         n += self
             .chunks
             .iter()
-            .map(|c| c.chunk.byte_size() + chunk_overhead)
+            .filter(|c| !c.chunk.chunk_bytes().is_mapped())
+            .map(|c| c.chunk.heap_size() + chunk_overhead)
             .sum::<usize>();
         if let Some(o) = &self.open {
             n += o.app.heap_size();
@@ -346,6 +361,15 @@ impl SeriesState {
             n += ooo.buf.capacity() * mem::size_of::<(i64, f64)>();
         }
         n
+    }
+
+    /// Bytes of this series' chunks held in the chunk files' maps.
+    pub(crate) fn mapped_size(&self) -> usize {
+        self.chunks
+            .iter()
+            .filter(|c| c.chunk.chunk_bytes().is_mapped())
+            .map(|c| c.chunk.byte_size())
+            .sum()
     }
 
     pub(crate) fn num_chunks(&self) -> usize {
