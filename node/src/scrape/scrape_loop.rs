@@ -107,9 +107,11 @@ impl Default for TargetStatus {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub samples: Vec<(Labels, i64, f64)>,
-    /// Series whose samples carried no explicit timestamp: the ones whose
-    /// disappearance produces a staleness marker.
-    pub tracked: HashSet<Labels>,
+    /// Tracked series (no explicit timestamp) not tracked by the previous
+    /// successful scrape: `scrape_series_added`.
+    pub added: usize,
+    /// Series of this scrape tracked for staleness.
+    pub tracked: usize,
     /// Sample lines in the body.
     pub scraped: usize,
     pub metadata: HashMap<String, MetricMeta>,
@@ -159,23 +161,44 @@ fn meta_entry<'m>(m: &'m mut HashMap<String, MetricMeta>, family: &str) -> &'m m
 /// Per-target memo of how each series text of the body was labeled:
 /// target labels attached, metric-relabeled and checked — or dropped. A
 /// series seen in an earlier scrape skips all of that (most scrapes repeat
-/// the previous one's series). Valid only for one target and job settings;
-/// the loop clears it when either changes.
+/// the previous one's series). It also tracks staleness: a series whose
+/// sample had no explicit timestamp is stamped with the scrape number, and
+/// the series stamped by the previous successful scrape but not by this one
+/// are the ones that disappeared. Valid for one target and job settings;
+/// [`SeriesCache::reset`] starts over, carrying the tracked series along.
 #[derive(Default)]
 pub struct SeriesCache {
     map: HashMap<Box<str>, CacheEntry, xxhash_rust::xxh3::Xxh3Builder>,
+    /// Number of the latest `process_body` call.
     scrape: u64,
+    /// The scrape whose tracked series are live (None after a failure).
+    last_ok: Option<u64>,
+    /// A scrape that failed part way: entries it stamped may have been
+    /// live before it (`in_prev`).
+    failed: Option<u64>,
+    /// Series live before a [`SeriesCache::reset`].
+    carry: Vec<Labels>,
 }
 
 struct CacheEntry {
     /// `None`: dropped by metric relabeling.
     labels: Option<Labels>,
     last_seen: u64,
+    /// Scrape that last tracked this series (0 = never).
+    tracked_at: u64,
+    /// Whether the series was live before the scrape that last tracked it.
+    in_prev: bool,
 }
 
 impl SeriesCache {
-    pub fn clear(&mut self) {
+    /// Forgets how series were labeled (settings changed) but keeps the
+    /// live series, so they still get staleness markers if they vanish.
+    pub fn reset(&mut self) {
+        let live = self.live();
+        self.carry.extend(live);
         self.map.clear();
+        self.last_ok = None;
+        self.failed = None;
     }
 
     pub fn len(&self) -> usize {
@@ -186,9 +209,72 @@ impl SeriesCache {
         self.map.is_empty()
     }
 
+    /// Series tracked by the last successful scrape (plus carried ones).
+    pub fn live(&self) -> Vec<Labels> {
+        let mut out = self.carry.clone();
+        if let Some(ok) = self.last_ok {
+            out.extend(
+                self.map
+                    .values()
+                    .filter(|e| e.tracked_at == ok)
+                    .filter_map(|e| e.labels.clone()),
+            );
+        }
+        out
+    }
+
+    /// Ends a successful scrape: returns the series that disappeared.
+    fn finish_ok(&mut self) -> Vec<Labels> {
+        let cur = self.scrape;
+        let mut gone: Vec<Labels> = match self.last_ok {
+            Some(prev) if prev != cur => self
+                .map
+                .values()
+                .filter(|e| e.tracked_at == prev)
+                .filter_map(|e| e.labels.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        gone.append(&mut self.carry);
+        if !gone.is_empty() {
+            // Two series texts can label to one series; it is gone only if
+            // no text of this scrape produced it.
+            let now: HashSet<&Labels> = self
+                .map
+                .values()
+                .filter(|e| e.tracked_at == cur)
+                .filter_map(|e| e.labels.as_ref())
+                .collect();
+            gone.retain(|l| !now.contains(l));
+            gone.sort();
+            gone.dedup();
+        }
+        self.last_ok = Some(cur);
+        self.failed = None;
+        gone
+    }
+
+    /// Ends a failed scrape: every live series is gone.
+    fn finish_failed(&mut self) -> Vec<Labels> {
+        let prev = self.last_ok;
+        let failed = self.failed;
+        let mut gone: Vec<Labels> = self
+            .map
+            .values()
+            .filter(|e| Some(e.tracked_at) == prev || (Some(e.tracked_at) == failed && e.in_prev))
+            .filter_map(|e| e.labels.clone())
+            .collect();
+        gone.append(&mut self.carry);
+        gone.sort();
+        gone.dedup();
+        self.last_ok = None;
+        self.failed = None;
+        gone
+    }
+
     /// Forgets series missing from the last scrape once they are a
     /// significant part of the cache, so churning series cannot grow it
-    /// without bound.
+    /// without bound. Runs after staleness was decided.
     fn trim(&mut self, live: usize) {
         if self.map.len() > 2 * live + 64 {
             let cur = self.scrape;
@@ -245,6 +331,35 @@ pub fn process_body(
     let mut pairs: Vec<(String, String)> = Vec::new();
     cache.scrape += 1;
     let scrape = cache.scrape;
+    let res = fill_batch(
+        &mut p,
+        target_labels,
+        job,
+        scrape_ts,
+        cache,
+        scrape,
+        &mut batch,
+        &mut pairs,
+    );
+    if let Err(e) = res {
+        cache.failed = Some(scrape);
+        return Err(e);
+    }
+    Ok(batch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fill_batch(
+    p: &mut Parser<'_>,
+    target_labels: &Labels,
+    job: &JobSettings,
+    scrape_ts: i64,
+    cache: &mut SeriesCache,
+    scrape: u64,
+    batch: &mut Batch,
+    pairs: &mut Vec<(String, String)>,
+) -> Result<(), ScrapeError> {
+    let prev = cache.last_ok;
     while let Some(entry) = p.next_entry()? {
         let s = match entry {
             Entry::Sample(s) => s,
@@ -265,33 +380,34 @@ pub fn process_body(
         if s.exemplar.is_some() {
             batch.exemplars += 1;
         }
-        let labels = match cache.map.get_mut(s.series) {
-            Some(e) => {
-                e.last_seen = scrape;
-                e.labels.clone()
-            }
-            None => {
-                let l = label_sample(&s, target_labels, job, &mut pairs)?;
-                cache.map.insert(
-                    s.series.into(),
-                    CacheEntry {
-                        labels: l.clone(),
-                        last_seen: scrape,
-                    },
-                );
-                l
-            }
-        };
-        let Some(labels) = labels else {
-            continue;
-        };
         let explicit = if job.honor_timestamps {
             s.timestamp_ms
         } else {
             None
         };
-        if explicit.is_none() {
-            batch.tracked.insert(labels.clone());
+        let e = match cache.map.get_mut(s.series) {
+            Some(e) => e,
+            None => {
+                let l = label_sample(&s, target_labels, job, pairs)?;
+                cache.map.entry(s.series.into()).or_insert(CacheEntry {
+                    labels: l,
+                    last_seen: 0,
+                    tracked_at: 0,
+                    in_prev: false,
+                })
+            }
+        };
+        e.last_seen = scrape;
+        let Some(labels) = e.labels.clone() else {
+            continue;
+        };
+        if explicit.is_none() && e.tracked_at != scrape {
+            e.in_prev = prev.is_some_and(|p| e.tracked_at == p);
+            e.tracked_at = scrape;
+            batch.tracked += 1;
+            if !e.in_prev {
+                batch.added += 1;
+            }
         }
         batch
             .samples
@@ -300,8 +416,7 @@ pub fn process_body(
             return Err(ScrapeError::SampleLimit(job.sample_limit));
         }
     }
-    cache.trim(batch.scraped);
-    Ok(batch)
+    Ok(())
 }
 
 fn check_labels(labels: &Labels, job: &JobSettings) -> Result<(), ScrapeError> {
@@ -392,8 +507,8 @@ pub fn now_ms() -> i64 {
 /// Mutable state carried from one scrape to the next.
 pub struct LoopState {
     pub status: Arc<RwLock<TargetStatus>>,
-    /// Series of the previous scrape (staleness tracking).
-    prev: HashSet<Labels>,
+    /// Labeling memo and staleness tracking.
+    pub cache: SeriesCache,
     /// Metadata last sent to the sink, to send only changes.
     sent_meta: HashMap<String, MetricMeta>,
 }
@@ -402,18 +517,14 @@ impl LoopState {
     pub fn new(status: Arc<RwLock<TargetStatus>>) -> LoopState {
         LoopState {
             status,
-            prev: HashSet::new(),
+            cache: SeriesCache::default(),
             sent_meta: HashMap::new(),
         }
     }
 
-    /// Series tracked for staleness right now.
-    pub fn tracked(&self) -> &HashSet<Labels> {
-        &self.prev
-    }
-
     /// Folds one scrape outcome into a batch for the sink (samples, report
-    /// series, staleness markers) and updates the status.
+    /// series, staleness markers) and updates the status. `outcome` is the
+    /// result of [`process_body`] on `self.cache`, or a fetch error.
     pub fn complete(
         &mut self,
         target_labels: &Labels,
@@ -422,28 +533,29 @@ impl LoopState {
         duration: Duration,
         outcome: Result<Batch, String>,
     ) -> (Vec<(Labels, i64, f64)>, Vec<(String, MetricMeta)>) {
-        let (mut out, up, scraped, post, added, err, tracked, meta, exemplars) = match outcome {
+        let (mut out, up, scraped, post, added, err, meta, exemplars, gone) = match outcome {
             Ok(b) => {
-                let added = b.tracked.iter().filter(|l| !self.prev.contains(*l)).count();
                 let post = b.samples.len();
+                let gone = self.cache.finish_ok();
+                self.cache.trim(b.scraped);
                 (
                     b.samples,
                     true,
                     b.scraped,
                     post,
-                    added,
+                    b.added,
                     String::new(),
-                    b.tracked,
                     Some(b.metadata),
                     b.exemplars,
+                    gone,
                 )
             }
-            Err(e) => (Vec::new(), false, 0, 0, 0, e, HashSet::new(), None, 0),
+            Err(e) => {
+                let gone = self.cache.finish_failed();
+                (Vec::new(), false, 0, 0, 0, e, None, 0, gone)
+            }
         };
-        for gone in self.prev.difference(&tracked) {
-            out.push((gone.clone(), ts, STALE_NAN));
-        }
-        self.prev = tracked;
+        out.extend(gone.into_iter().map(|l| (l, ts, STALE_NAN)));
         out.extend(report_samples(
             target_labels,
             ts,
@@ -477,7 +589,12 @@ impl LoopState {
     /// The batch written when the target goes away: every tracked series
     /// and the report series marked stale.
     pub fn end_of_run(&mut self, target_labels: &Labels, ts: i64) -> Vec<(Labels, i64, f64)> {
-        let mut out: Vec<_> = self.prev.drain().map(|l| (l, ts, STALE_NAN)).collect();
+        let mut live = self.cache.live();
+        live.sort();
+        live.dedup();
+        self.cache.reset();
+        self.cache.carry.clear();
+        let mut out: Vec<_> = live.into_iter().map(|l| (l, ts, STALE_NAN)).collect();
         if self.status.read().last_scrape.is_some() {
             for (l, _, _) in report_samples(target_labels, ts, false, Duration::ZERO, 0, 0, 0) {
                 out.push((l, ts, STALE_NAN));
@@ -520,7 +637,6 @@ pub async fn run(
         Control::Stop { .. } => return,
     };
     let mut client = Client::new(&job);
-    let mut cache = SeriesCache::default();
     let mut series_labels = target.series_labels();
     let first = target.offset(seed, u64::try_from(now_ms()).unwrap_or(0));
     let mut next = tokio::time::Instant::now() + first;
@@ -540,7 +656,7 @@ pub async fn run(
                         }
                         job = j;
                         target = *t;
-                        cache.clear();
+                        state.cache.reset();
                         series_labels = target.series_labels();
                         if rephase {
                             next = tokio::time::Instant::now()
@@ -573,7 +689,7 @@ pub async fn run(
             {
                 Ok(f) => {
                     let format = Format::from_content_type(f.content_type.as_deref());
-                    process_body(&f.body, format, &series_labels, &job, ts, &mut cache)
+                    process_body(&f.body, format, &series_labels, &job, ts, &mut state.cache)
                         .map_err(|e| e.to_string())
                 }
                 Err(e) => Err(e.to_string()),
@@ -631,18 +747,26 @@ mod tests {
         assert_eq!(first.tracked, second.tracked);
         assert_eq!(second.samples.len(), 2);
         // Series that stop appearing are forgotten once they dominate.
+        let mut s = LoopState::new(Arc::new(RwLock::new(TargetStatus::default())));
         for i in 0..200 {
             let line = format!("churn{{i=\"{i}\"}} 1\n");
-            process_body(
+            let b = process_body(
                 line.as_bytes(),
                 Format::PromText,
                 &target(),
                 &j,
                 6,
-                &mut cache,
-            )
-            .unwrap();
+                &mut s.cache,
+            );
+            s.complete(
+                &target(),
+                6,
+                SystemTime::now(),
+                Duration::ZERO,
+                b.map_err(|e| e.to_string()),
+            );
         }
+        let cache = &s.cache;
         assert!(cache.len() < 100, "cache kept {} entries", cache.len());
     }
 
@@ -694,7 +818,7 @@ mod tests {
         assert_eq!(b.samples[0].1, 9000);
         // Explicit timestamps are honored and such series are not tracked.
         assert_eq!(b.samples[1].1, 5000);
-        assert_eq!(b.tracked.len(), 1);
+        assert_eq!(b.tracked, 1);
         let honor = pb(
             body,
             Format::PromText,
@@ -706,7 +830,7 @@ mod tests {
         assert_eq!(honor.samples[0].0.get("job"), Some("inner"));
         assert_eq!(honor.samples[0].0.get("instance"), Some("x"));
         assert_eq!(honor.samples[1].1, 9000);
-        assert_eq!(honor.tracked.len(), 2);
+        assert_eq!(honor.tracked, 2);
     }
 
     #[test]
@@ -758,7 +882,7 @@ mod tests {
         let j = job("");
         let t = target();
         let now = SystemTime::now();
-        let b1 = pb(b"a 1\nb 2\n", Format::PromText, &t, &j, 1000).unwrap();
+        let b1 = process_body(b"a 1\nb 2\n", Format::PromText, &t, &j, 1000, &mut s.cache).unwrap();
         let (out, _) = s.complete(&t, 1000, now, Duration::from_millis(5), Ok(b1));
         let get = |out: &[(Labels, i64, f64)], name: &str| {
             out.iter()
@@ -771,7 +895,7 @@ mod tests {
         assert_eq!(get(&out, "scrape_duration_seconds"), Some(0.005));
         assert_eq!(st.read().health, Health::Up);
         // b disappears: one staleness marker; nothing new added.
-        let b2 = pb(b"a 1\n", Format::PromText, &t, &j, 2000).unwrap();
+        let b2 = process_body(b"a 1\n", Format::PromText, &t, &j, 2000, &mut s.cache).unwrap();
         let (out, _) = s.complete(&t, 2000, now, Duration::ZERO, Ok(b2));
         assert!(get(&out, "b").is_some_and(is_stale_nan));
         assert_eq!(get(&out, "scrape_series_added"), Some(0.0));
@@ -788,7 +912,7 @@ mod tests {
         assert_eq!(st.read().last_error, "connection refused");
         assert_eq!(st.read().health, Health::Down);
         // Back up, then the target goes away: series and report series stale.
-        let b4 = pb(b"a 1\n", Format::PromText, &t, &j, 4000).unwrap();
+        let b4 = process_body(b"a 1\n", Format::PromText, &t, &j, 4000, &mut s.cache).unwrap();
         s.complete(&t, 4000, now, Duration::ZERO, Ok(b4));
         let end = s.end_of_run(&t, 5000);
         assert_eq!(end.len(), 6);
@@ -796,6 +920,64 @@ mod tests {
         for (l, _, _) in &end {
             assert_eq!(l.get("job"), Some("j"));
         }
+    }
+
+    #[test]
+    fn staleness_edge_cases() {
+        let j = job("");
+        let t = target();
+        let now = SystemTime::now();
+        let stale_names = |out: &[(Labels, i64, f64)]| {
+            let mut v: Vec<String> = out
+                .iter()
+                .filter(|(_, _, v)| is_stale_nan(*v))
+                .map(|(l, _, _)| l.metric_name().unwrap_or("").to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let mut s = LoopState::new(Arc::new(RwLock::new(TargetStatus::default())));
+        let scrape = |s: &mut LoopState, body: &[u8], ts: i64| {
+            let b = process_body(body, Format::PromText, &t, &j, ts, &mut s.cache)
+                .map_err(|e| e.to_string());
+            s.complete(&t, ts, now, Duration::ZERO, b).0
+        };
+        scrape(&mut s, b"a 1\nb 2\n", 1);
+        // A body failing part way: a and b stale once; c (never written) not.
+        let out = scrape(&mut s, b"c 1\na 1\nbad{ 2\n", 2);
+        assert_eq!(stale_names(&out), vec!["a", "b"]);
+        let out = scrape(&mut s, b"a 1\n", 3);
+        assert!(stale_names(&out).is_empty());
+        // Two texts of one series: it is not stale while one remains.
+        scrape(&mut s, b"a 1\na{} 1\n", 4);
+        let out = scrape(&mut s, b"a 1\n", 5);
+        assert!(stale_names(&out).is_empty(), "{out:?}");
+        // Settings changed: the cache starts over but b still goes stale.
+        scrape(&mut s, b"a 1\nb 1\n", 6);
+        s.cache.reset();
+        let out = scrape(&mut s, b"a 1\n", 7);
+        assert_eq!(stale_names(&out), vec!["b"]);
+        assert_eq!(
+            out.iter()
+                .find(|(l, _, _)| l.metric_name() == Some("scrape_series_added"))
+                .map(|x| x.2),
+            Some(1.0),
+            "after a reset every series counts as added"
+        );
+        // End of run marks what is live and the report series.
+        let out = s.end_of_run(&t, 8);
+        assert_eq!(
+            stale_names(&out),
+            vec![
+                "a",
+                "scrape_duration_seconds",
+                "scrape_samples_post_metric_relabeling",
+                "scrape_samples_scraped",
+                "scrape_series_added",
+                "up"
+            ]
+        );
+        assert!(s.end_of_run(&t, 9).len() == 5, "series are marked once");
     }
 
     #[test]

@@ -423,7 +423,7 @@ fn bench_scrape_ingest_vs_prometheus() {
     let targets = env_usize("BENCH_TARGETS", 1000);
     let series = env_usize("BENCH_SERIES", 1000);
     let interval = env_usize("BENCH_INTERVAL_S", 10) as u64;
-    let warmup = Duration::from_secs(env_usize("BENCH_WARMUP_S", 15) as u64);
+    let warmup = Duration::from_secs(env_usize("BENCH_WARMUP_S", 25) as u64);
     let window = Duration::from_secs(env_usize("BENCH_WINDOW_S", 30) as u64);
     let dir = tempfile::tempdir().unwrap();
     let ports_file = dir.path().join("ports");
