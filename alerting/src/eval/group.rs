@@ -362,3 +362,107 @@ fn record(def: &RuleDef, vec: Vec<Sample>, limit: usize) -> Result<Vec<(Labels, 
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use pharos_storage::head::Head;
+
+    use super::*;
+    use crate::rules::parse_file;
+
+    fn group(text: &str) -> Group {
+        let mut g = Group::new(
+            parse_file(Path::new("t.yml"), text).unwrap().remove(0),
+            60_000,
+        );
+        g.set_restored();
+        g
+    }
+
+    fn at(head: &Head, q: &str, t: i64) -> Vec<Sample> {
+        query_vector(
+            &Engine::default(),
+            head,
+            &pharos_query::parser::parse(q).unwrap(),
+            t,
+        )
+        .unwrap()
+    }
+
+    fn eval(g: &mut Group, head: &Head, t: i64) {
+        let ext = Labels::empty();
+        let engine = Engine::default();
+        let cx = EvalContext {
+            engine: &engine,
+            queryable: head,
+            sink: head,
+            external_labels: &ext,
+            external_url: "",
+        };
+        g.eval(t, &cx);
+    }
+
+    #[test]
+    fn vanished_series_are_marked_stale() {
+        let head = Head::default();
+        let src = Labels::from_pairs([("__name__", "src"), ("k", "a")]);
+        let mut g = group("groups:\n  - name: g\n    rules:\n      - record: copy\n        expr: src\n        labels:\n          via: rule\n");
+        head.append(&src, 1_000, 5.0).unwrap();
+        eval(&mut g, &head, 1_000);
+        let v = at(&head, "copy", 1_000);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].labels.get("via"), Some("rule"));
+        assert_eq!(v[0].labels.get("k"), Some("a"));
+        // The source goes stale; the next evaluation marks the copy stale
+        // at once instead of leaving it visible for the 5m lookback.
+        head.append(&src, 2_000, pharos_query::promqltest::script::stale_nan())
+            .unwrap();
+        eval(&mut g, &head, 3_000);
+        assert!(at(&head, "copy", 3_000).is_empty());
+        assert_eq!(g.rules[0].health, Health::Ok);
+    }
+
+    #[test]
+    fn errors_are_reported_per_rule() {
+        let head = Head::default();
+        for k in ["a", "b"] {
+            head.append(&Labels::from_pairs([("__name__", "x"), ("k", k)]), 0, 1.0)
+                .unwrap();
+        }
+        let mut g = group("groups:\n  - name: g\n    limit: 1\n    rules:\n      - record: too_many\n        expr: x\n      - record: collide\n        expr: label_replace(x, \"k\", \"\", \"k\", \".*\")\n      - record: ok\n        expr: vector(1)\n      - record: notvector\n        expr: '\"str\"'\n");
+        g.limit = 0;
+        eval(&mut g, &head, 1_000);
+        assert_eq!(g.rules[0].health, Health::Ok);
+        assert!(g.rules[1]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("same labelset"));
+        assert_eq!(g.rules[2].health, Health::Ok);
+        assert_eq!(
+            g.rules[3].last_error.as_deref(),
+            Some("rule result is not a vector or scalar")
+        );
+        g.limit = 1;
+        eval(&mut g, &head, 2_000);
+        assert_eq!(
+            g.rules[0].last_error.as_deref(),
+            Some("exceeded limit of 1 with 2 series")
+        );
+    }
+
+    #[test]
+    fn query_offset_shifts_query_and_output() {
+        let head = Head::default();
+        head.append(&Labels::from_pairs([("__name__", "x")]), 0, 7.0)
+            .unwrap();
+        let mut g = group("groups:\n  - name: g\n    query_offset: 30s\n    rules:\n      - record: y\n        expr: x\n");
+        eval(&mut g, &head, 60_000);
+        let v = at(&head, "y", 30_000);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].v, 7.0);
+        assert_eq!(g.last_evaluation_ms, 60_000);
+    }
+}

@@ -158,6 +158,14 @@ impl fmt::Display for RuleError {
     }
 }
 
+/// All errors, one per line (for logs and HTTP answers).
+pub fn join_errors(errs: &[RuleError]) -> String {
+    errs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Parses a Prometheus duration (`30s`, `1m`, `1h30m`, `0`).
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     pharos_query::parser::parse_duration(s.trim())
