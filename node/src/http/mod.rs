@@ -207,7 +207,11 @@ async fn middleware(State(st): State<Arc<AppState>>, req: Request<Body>, next: N
                 .into_response();
         }
     }
+    let gzip_ok = accepts_gzip(req.headers());
     let mut resp = next.run(req).await;
+    if gzip_ok {
+        resp = gzip_json(resp).await;
+    }
     for (k, v) in &st.extra_headers {
         resp.headers_mut().insert(k.clone(), v.clone());
     }
@@ -228,6 +232,64 @@ async fn middleware(State(st): State<Arc<AppState>>, req: Request<Body>, next: N
         );
     }
     resp
+}
+
+/// Whether the client takes gzip (`Accept-Encoding`, quality not zero).
+fn accepts_gzip(h: &axum::http::HeaderMap) -> bool {
+    h.get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| p.replace(' ', "") == "q=0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
+}
+
+/// Smaller JSON answers are not worth compressing.
+const GZIP_MIN_BYTES: usize = 1024;
+
+/// Gzips a JSON answer (as Prometheus does for its API), leaving every
+/// other response — protobuf, streams, text — as it is. JSON bodies are
+/// already whole in memory, so buffering them costs nothing more.
+async fn gzip_json(resp: Response) -> Response {
+    use std::io::Write as _;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json || resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reading response failed\n",
+        )
+            .into_response();
+    };
+    if bytes.len() < GZIP_MIN_BYTES {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    let compressed = match enc.write_all(&bytes).and_then(|()| enc.finish()) {
+        Ok(c) => c,
+        Err(_) => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    Response::from_parts(parts, Body::from(compressed))
 }
 
 /// A JSON success response.

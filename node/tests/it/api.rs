@@ -66,6 +66,31 @@ async fn instant_and_range_queries_json() {
     let values = &v["data"]["result"][0]["values"];
     assert_eq!(values.as_array().unwrap().len(), 3);
     assert_eq!(values[1], json!([1000000.25, "45000"]));
+    // Large answers are gzipped for clients that ask (Grafana does).
+    let q = qs(&[
+        ("query", "m"),
+        ("start", "1000000"),
+        ("end", "1000600"),
+        ("step", "15"),
+    ]);
+    let plain = get(n.addr, &format!("/api/v1/query_range?{q}")).await;
+    let r = request(
+        n.addr,
+        "GET",
+        &format!("/api/v1/query_range?{q}"),
+        &[("Accept-Encoding", "gzip, deflate, br")],
+        b"",
+    )
+    .await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&r.body[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, plain.body);
+    assert!(r.body.len() * 3 < plain.body.len());
     // Scalars, stats and special values.
     let q = qs(&[("query", "1/0"), ("time", "1.5"), ("stats", "all")]);
     let v = get(n.addr, &format!("/api/v1/query?{q}")).await.json();
