@@ -13,7 +13,12 @@ use pharos_node::server::{self, NodeOptions};
 
 /// Pharos: a Prometheus-compatible time-series database.
 #[derive(Debug, Parser)]
-#[command(name = "pharos", version, about, long_about = None)]
+#[command(
+    name = "pharos",
+    version,
+    about = "Pharos: a Prometheus-compatible time-series database",
+    long_about = None
+)]
 struct Cli {
     /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or a
     /// tracing filter such as `pharos_node=debug`). `RUST_LOG` overrides it.
