@@ -10,6 +10,8 @@ use parking_lot::{Mutex, RwLock};
 use pharos_query::engine::Engine;
 use pharos_query::queryable::Queryable;
 use pharos_storage::labels::Labels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 use super::group::{EvalContext, Group, RuleState};
 use super::{Clock, LeaderCheck, SampleSink};
@@ -49,6 +51,38 @@ impl Default for ManagerOptions {
 
 type SharedGroup = Arc<Mutex<Group>>;
 
+/// The rule manager's metrics (`pharos_rules_*`).
+#[derive(Debug, Default, Clone)]
+pub struct RuleMetrics {
+    /// Rule evaluations.
+    pub evaluations: Counter,
+    /// Rule evaluations that failed (query, template or write errors).
+    pub evaluation_failures: Counter,
+    /// Group evaluations skipped because this node is not the leader.
+    pub skipped_not_leader: Counter,
+}
+
+impl RuleMetrics {
+    /// Registers the metrics with the node's registry.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "pharos_rules_evaluations",
+            "Rule evaluations",
+            self.evaluations.clone(),
+        );
+        r.register(
+            "pharos_rules_evaluation_failures",
+            "Rule evaluations that failed",
+            self.evaluation_failures.clone(),
+        );
+        r.register(
+            "pharos_rules_group_skipped_not_leader",
+            "Group evaluations skipped because this node was not the confirmed leader",
+            self.skipped_not_leader.clone(),
+        );
+    }
+}
+
 /// Loads and runs rule groups. Share as `Arc<RuleManager>`.
 pub struct RuleManager {
     opts: ManagerOptions,
@@ -62,6 +96,7 @@ pub struct RuleManager {
     /// Bumped on every (re)load and on stop; group tasks exit when it moves.
     generation: tokio::sync::watch::Sender<u64>,
     running: Mutex<bool>,
+    pub metrics: RuleMetrics,
 }
 
 impl RuleManager {
@@ -85,6 +120,7 @@ impl RuleManager {
             groups: RwLock::new(Vec::new()),
             generation,
             running: Mutex::new(false),
+            metrics: RuleMetrics::default(),
         })
     }
 
@@ -144,6 +180,7 @@ impl RuleManager {
     /// the first run, then alerts to the notifier. Skipped when not leader.
     fn eval_group(&self, g: &SharedGroup, ts: i64) {
         if !self.leader.is_leader() {
+            self.metrics.skipped_not_leader.inc();
             // Losing leadership: whoever leads next restores from
             // ALERTS_FOR_STATE, and so will we if we lead again.
             let mut g = g.lock();
@@ -165,6 +202,9 @@ impl RuleManager {
             external_url: &self.opts.external_url,
         };
         g.eval(ts, &cx);
+        self.metrics.evaluations.inc_by(g.rules.len() as u64);
+        let failed = g.rules.iter().filter(|r| r.last_error.is_some()).count();
+        self.metrics.evaluation_failures.inc_by(failed as u64);
         if g.needs_restore() {
             g.restore_for_state(
                 ts,
@@ -370,10 +410,13 @@ mod tests {
         m.load(&[f.to_string_lossy().to_string()]).unwrap();
         m.eval_all_at(1_000);
         assert_eq!(count(&head, "one"), 0, "a follower writes nothing");
+        assert_eq!(m.metrics.skipped_not_leader.get(), 1);
         assert_eq!(m.groups()[0].last_evaluation_ms, 0);
         is_leader.store(true, Ordering::SeqCst);
         m.eval_all_at(2_000);
         assert_eq!(count(&head, "one"), 1);
+        assert_eq!(m.metrics.evaluations.get(), 2);
+        assert_eq!(m.metrics.evaluation_failures.get(), 0);
         // The second rule saw the first one's output of the same evaluation.
         assert_eq!(count(&head, "two"), 1);
         let v = crate::eval::query_vector(
@@ -444,8 +487,8 @@ mod tests {
             generator_url: String::new(),
         }]);
         n.flush().await;
-        assert_eq!(n.stats.sent.load(Ordering::Relaxed), 0);
-        assert_eq!(n.stats.errors.load(Ordering::Relaxed), 0);
+        assert_eq!(n.stats.sent.get(), 0);
+        assert_eq!(n.stats.errors.get(), 0);
         assert_eq!(n.queue_len(), 0);
     }
 }

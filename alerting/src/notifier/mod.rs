@@ -13,7 +13,6 @@
 mod config;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::{Mutex, RwLock};
 use pharos_storage::labels::Labels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 pub use config::{AlertingConfig, AlertmanagerConfig, Authorization, BasicAuth, StaticConfig};
@@ -108,12 +110,42 @@ impl Default for NotifierOptions {
     }
 }
 
-/// Counters exposed for metrics.
-#[derive(Debug, Default)]
+/// The notifier's metrics (`pharos_notifier_*`).
+#[derive(Debug, Default, Clone)]
 pub struct NotifierStats {
-    pub sent: AtomicU64,
-    pub errors: AtomicU64,
-    pub dropped: AtomicU64,
+    /// Alerts delivered, counted once per Alertmanager.
+    pub sent: Counter,
+    /// Alerts whose POST failed, counted once per Alertmanager.
+    pub errors: Counter,
+    /// Alerts dropped because the queue was full.
+    pub dropped: Counter,
+    pub queue_length: Gauge,
+}
+
+impl NotifierStats {
+    /// Registers the metrics with the node's registry.
+    pub fn register(&self, r: &mut Registry) {
+        r.register(
+            "pharos_notifier_alerts_sent",
+            "Alerts sent to Alertmanagers (once per Alertmanager)",
+            self.sent.clone(),
+        );
+        r.register(
+            "pharos_notifier_errors",
+            "Alerts whose sending to an Alertmanager failed",
+            self.errors.clone(),
+        );
+        r.register(
+            "pharos_notifier_alerts_dropped",
+            "Alerts dropped because the notification queue was full",
+            self.dropped.clone(),
+        );
+        r.register(
+            "pharos_notifier_queue_length",
+            "Alerts waiting to be sent",
+            self.queue_length.clone(),
+        );
+    }
 }
 
 /// Why a POST failed.
@@ -189,12 +221,13 @@ impl Notifier {
         if q.len() > cap {
             let n = q.len() - cap;
             q.drain(..n);
-            self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.stats.dropped.inc_by(n as u64);
             tracing::warn!(
                 dropped = n,
                 "alert notification queue full, dropping oldest alerts"
             );
         }
+        self.stats.queue_length.set(q.len() as i64);
         drop(q);
         self.wake.notify_one();
     }
@@ -202,7 +235,9 @@ impl Notifier {
     fn next_batch(&self) -> Vec<ApiAlert> {
         let mut q = self.queue.lock();
         let n = q.len().min(self.opts.max_batch.max(1));
-        q.drain(..n).collect()
+        let batch = q.drain(..n).collect();
+        self.stats.queue_length.set(q.len() as i64);
+        batch
     }
 
     /// Sends queued alerts until the task is dropped.
@@ -245,14 +280,10 @@ impl Notifier {
             }
             match self.post(&am, body.clone()).await {
                 Ok(()) => {
-                    self.stats
-                        .sent
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.stats.sent.inc_by(batch.len() as u64);
                 }
                 Err(e) => {
-                    self.stats
-                        .errors
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.stats.errors.inc_by(batch.len() as u64);
                     tracing::warn!(error = %e, "sending alerts failed");
                 }
             }
@@ -344,7 +375,8 @@ mod tests {
         };
         n.send((0..5).map(mk).collect());
         assert_eq!(n.queue_len(), 2);
-        assert_eq!(n.stats.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(n.stats.dropped.get(), 3);
+        assert_eq!(n.stats.queue_length.get(), 2);
         let b = n.next_batch();
         assert_eq!(b[0].labels["alertname"], "A3");
         // External labels never override the alert's own.

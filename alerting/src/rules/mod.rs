@@ -11,7 +11,7 @@
 //!
 //! Line numbers: `serde_yaml` reports positions only for syntax and type
 //! errors, so semantic errors are located by scanning the file for the
-//! rule's `record:`/`alert:` and `expr:` keys in document order ([`locate`]).
+//! rule's `record:`/`alert:` and `expr:` keys in document order (`locate.rs`).
 //! Block-style YAML (what everyone writes) is located exactly; flow-style
 //! rules are reported without a position.
 
