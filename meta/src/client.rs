@@ -111,6 +111,52 @@ impl RaftMetaClient {
     }
 }
 
+impl RaftMetaClient {
+    /// Removes node `id` from the cluster: forgets it in the state machine
+    /// (refused with [`MetaError::Rejected`] while it holds replicas: set it
+    /// `Draining` first and let the rebalancer empty it), then drops it from
+    /// the Raft membership, promoting a learner first if it was a voter so
+    /// the voter count holds. Leader only ([`MetaError::NotLeader`]
+    /// otherwise).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), MetaError> {
+        let raft = &self.node.raft;
+        let me = self.node.cfg.id;
+        if raft.voter_ids().any(|v| v == id) && !raft.is_leader() {
+            // Fail before changing anything.
+            return Err(MetaError::NotLeader {
+                node: me,
+                leader: raft.current_leader().await,
+                leader_addr: None,
+            });
+        }
+        match propose_local(raft, Command::RemoveNode { id }).await {
+            Ok(_) | Err(MetaError::Rejected(crate::types::Rejection::UnknownNode(_))) => {}
+            Err(e) => return Err(e),
+        }
+        let membership =
+            |e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| MetaError::Membership {
+                node: me,
+                message: format!("removing node {id}: {e}"),
+            };
+        if raft.voter_ids().any(|v| v == id) {
+            if let Some(learner) = raft.learner_ids().next() {
+                raft.change_membership(ChangeMembers::AddVoterIds([learner].into()), false)
+                    .await
+                    .map_err(membership)?;
+            }
+            raft.change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                .await
+                .map_err(membership)?;
+        }
+        if raft.learner_ids().any(|l| l == id) {
+            raft.change_membership(ChangeMembers::RemoveNodes([id].into()), false)
+                .await
+                .map_err(membership)?;
+        }
+        Ok(())
+    }
+}
+
 impl MetaClient for RaftMetaClient {
     fn add_node(&self, id: NodeId, addr: String) -> BoxFuture<'_, Result<(), MetaError>> {
         Box::pin(self.add_node_impl(id, addr))

@@ -220,34 +220,7 @@ async fn join_triggers_rebalancing() {
     c.start_node(4).await;
     c.client(leader).add_node(4, "mem-4".into()).await.unwrap();
 
-    // Stand-in for the data path: report pending replicas as caught up.
-    let reporter = {
-        let client = c.client(leader);
-        let mut rx = client.watch();
-        tokio::spawn(async move {
-            loop {
-                let pending: Vec<(u32, NodeId)> = rx
-                    .borrow_and_update()
-                    .shard_map
-                    .iter()
-                    .flat_map(|m| {
-                        m.assignments
-                            .iter()
-                            .enumerate()
-                            .flat_map(|(i, a)| a.pending.iter().map(move |n| (i as u32, *n)))
-                    })
-                    .collect();
-                for (shard, node) in pending {
-                    let _ = client
-                        .propose(Command::ShardReplicaCaughtUp { shard, node })
-                        .await;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
+    let reporter = report_catch_up(c.client(leader));
     c.until(&[1, 2, 3, 4], "balanced map", |s| {
         let Some(m) = &s.shard_map else { return false };
         let counts = m.replica_counts();
@@ -360,5 +333,84 @@ async fn sixth_node_is_a_learner() {
         s.rule_groups.contains_key("to-learner") && s.nodes.len() == 6
     })
     .await;
+    c.shutdown().await;
+}
+
+/// Stand-in for the data path: reports every pending replica as caught up.
+fn report_catch_up(client: RaftMetaClient) -> tokio::task::JoinHandle<()> {
+    let mut rx = client.watch();
+    tokio::spawn(async move {
+        loop {
+            let pending: Vec<(u32, NodeId)> = rx
+                .borrow_and_update()
+                .shard_map
+                .iter()
+                .flat_map(|m| {
+                    m.assignments
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, a)| a.pending.iter().map(move |n| (i as u32, *n)))
+                })
+                .collect();
+            for (shard, node) in pending {
+                let _ = client
+                    .propose(Command::ShardReplicaCaughtUp { shard, node })
+                    .await;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Draining a node moves its replicas away (adding the new ones before
+/// dropping the old); then it leaves the state and the Raft group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_node_is_removed() {
+    let c = Cluster::start(4).await;
+    let all = [1, 2, 3, 4];
+    let leader = c.leader(&all).await;
+    c.until(&[leader], "all nodes recorded", |s| s.nodes.len() == 4)
+        .await;
+    let client = c.client(leader);
+    client
+        .propose(Command::InitShards {
+            shards: 8,
+            replication_factor: 3,
+            placement_labels: vec![],
+        })
+        .await
+        .unwrap();
+    let gone = all.into_iter().find(|n| *n != leader).unwrap();
+    // Still holding replicas: refused.
+    assert!(matches!(
+        client.remove_member(gone).await,
+        Err(MetaError::Rejected(_))
+    ));
+    client
+        .propose(Command::SetNodeState {
+            id: gone,
+            state: pharos_meta::types::NodeState::Draining,
+        })
+        .await
+        .unwrap();
+    let reporter = report_catch_up(client.clone());
+    c.until(&[leader], "drained", |s| {
+        let Some(m) = &s.shard_map else { return false };
+        !m.replica_counts().contains_key(&gone)
+            && m.assignments.iter().all(|a| a.replicas.len() == 3)
+    })
+    .await;
+    reporter.abort();
+    client.remove_member(gone).await.unwrap();
+    let raft = c.nodes[&leader].raft();
+    assert!(!raft.voter_ids().any(|v| v == gone));
+    assert!(!raft.learner_ids().any(|v| v == gone));
+    assert!(!client.state().nodes.contains_key(&gone));
+    c.client(leader)
+        .propose(rules("after-removal"))
+        .await
+        .unwrap();
     c.shutdown().await;
 }
