@@ -178,6 +178,10 @@ pub struct Db {
     /// head cuts start here. Advanced only once a block is served, so a cut
     /// that failed is retried.
     persisted_until: std::sync::atomic::AtomicI64,
+    /// Held shared by every read (block set snapshot + head read) and
+    /// exclusively by head truncation, so a read sees each persisted range
+    /// in the block set or in the head, never in neither.
+    read_gate: RwLock<()>,
     wal: Wal,
     append: Mutex<AppendState>,
     /// WAL ref → head ref, for Series records whose labels the head already
@@ -340,6 +344,7 @@ impl Db {
             dir,
             head,
             blocks: RwLock::new(Arc::new(blocks)),
+            read_gate: RwLock::new(()),
             persisted_until: std::sync::atomic::AtomicI64::new(persisted_until.unwrap_or(i64::MIN)),
             maint: Mutex::new(()),
             compactor,
@@ -497,7 +502,13 @@ impl Db {
     /// holding the series still in the head and their samples `>= mint`.
     /// Returns `None` when there was no closed segment.
     pub fn checkpoint(&self, mint: i64) -> Result<Option<CheckpointStats>, StorageError> {
-        let dropped = self.head.truncate_before(mint);
+        // Waits for reads in flight: one may hold a block set taken before
+        // the block of this range was added, and must still find the range
+        // in the head.
+        let dropped = {
+            let _g = self.read_gate.write();
+            self.head.truncate_before(mint)
+        };
         let map = self.ref_map.read();
         let head = &self.head;
         let keep = |r: u64| {
@@ -537,8 +548,10 @@ impl Db {
     }
 
     /// A querier over every block overlapping `[mint, maxt]` and the head.
-    /// It holds the blocks it reads, so it stays valid across compactions.
-    pub fn querier(&self, mint: i64, maxt: i64) -> MergeQuerier {
+    /// It holds the blocks it reads, so it stays valid across compactions;
+    /// the caller holds `read_gate` while using it, so that no head
+    /// truncation falls between taking the block set and reading the head.
+    fn querier(&self, mint: i64, maxt: i64) -> MergeQuerier {
         let blocks = self.blocks();
         let mut qs: Vec<Arc<dyn Querier>> = Vec::with_capacity(blocks.len() + 1);
         for b in blocks.iter().filter(|b| b.overlaps(mint, maxt)) {
@@ -559,6 +572,7 @@ impl Querier for Db {
         matchers: &[Matcher],
         hints: Option<&SelectHints>,
     ) -> Result<Vec<Series>, StorageError> {
+        let _g = self.read_gate.read();
         self.querier(mint, maxt).select(mint, maxt, matchers, hints)
     }
 
@@ -568,6 +582,7 @@ impl Querier for Db {
         maxt: i64,
         matchers: &[Matcher],
     ) -> Result<Vec<String>, StorageError> {
+        let _g = self.read_gate.read();
         self.querier(mint, maxt).label_names(mint, maxt, matchers)
     }
 
@@ -578,6 +593,7 @@ impl Querier for Db {
         maxt: i64,
         matchers: &[Matcher],
     ) -> Result<Vec<String>, StorageError> {
+        let _g = self.read_gate.read();
         self.querier(mint, maxt)
             .label_values(name, mint, maxt, matchers)
     }
