@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pharos_node::config::Config;
+use pharos_node::config::duration::parse_duration_ms;
+use pharos_node::config::{Config, PromDuration};
 use pharos_node::server::{self, NodeOptions};
 
 /// Pharos: a Prometheus-compatible time-series database.
@@ -47,13 +48,19 @@ enum Command {
 struct ServerArgs {
     /// Address to serve HTTP on [default: 127.0.0.1:9090, or pharos.listen
     /// from the config file].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, alias = "web.listen-address", value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
     /// Directory for the WAL and blocks [default: ./data, or
     /// pharos.data_dir from the config file].
-    #[arg(long = "data-dir", value_name = "DIR")]
+    #[arg(long = "data-dir", alias = "storage.tsdb.path", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+
+    /// Delete data older than this (a Prometheus duration such as `15d`;
+    /// `0s` keeps everything) [default: 15d, or
+    /// pharos.tsdb.retention_time from the config file].
+    #[arg(long = "storage.tsdb.retention.time", value_name = "DURATION", value_parser = parse_retention)]
+    retention_time: Option<PromDuration>,
 
     /// Configuration file: a Prometheus configuration file, optionally with
     /// a `pharos:` section for Pharos's own settings.
@@ -79,6 +86,10 @@ struct ClusterArgs {
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u32,
+}
+
+fn parse_retention(s: &str) -> Result<PromDuration, String> {
+    parse_duration_ms(s).map(PromDuration)
 }
 
 fn init_logging(level: &str, format: &str) {
@@ -135,6 +146,9 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.data_dir {
         config.pharos.data_dir = d.clone();
     }
+    if let Some(r) = args.retention_time {
+        config.pharos.tsdb.retention_time = r;
+    }
     if let Some(w) = &args.web_config_file {
         config.pharos.web.config_file = Some(w.clone());
     }
@@ -147,6 +161,10 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let p = &config.pharos;
     flags.insert("listen".into(), p.listen.to_string());
     flags.insert("data-dir".into(), p.data_dir.display().to_string());
+    flags.insert(
+        "storage.tsdb.retention.time".into(),
+        p.tsdb.retention_time.to_string(),
+    );
     flags.insert(
         "web.config.file".into(),
         p.web

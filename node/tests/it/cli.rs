@@ -26,6 +26,7 @@ fn help_explains_every_flag() {
         "--config",
         "--web.config.file",
         "--web.enable-admin-api",
+        "--storage.tsdb.retention.time",
         "127.0.0.1:9090",
         "./data",
     ] {
@@ -82,9 +83,12 @@ fn sigterm_shuts_down_cleanly() {
     let mut child = Command::new(BIN)
         .args([
             "server",
-            "--listen",
+            // Prometheus's own flag names work as aliases.
+            "--web.listen-address",
             &format!("127.0.0.1:{port}"),
-            "--data-dir",
+            "--storage.tsdb.retention.time",
+            "30d",
+            "--storage.tsdb.path",
         ])
         .arg(dir.path().join("data"))
         .arg("--config")
