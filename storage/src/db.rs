@@ -73,8 +73,8 @@ use crate::labels::{Labels, Matcher};
 use crate::querier::{MergeQuerier, Querier, SelectHints};
 use crate::series::Series;
 use crate::wal::{
-    CheckpointStats, Corruption, FsyncPolicy, Record, RefSample, RefSeries, ReplayStats, Wal,
-    WalOptions,
+    CheckpointStats, Corruption, FsyncPolicy, Record, RefSample, RefSeries, RefStSample,
+    ReplayStats, Wal, WalOptions,
 };
 
 mod maintain;
@@ -287,6 +287,27 @@ impl Db {
                     }
                 }
             }
+            Record::StSamples(samples) => {
+                // As Samples, restoring each sample's start timestamp.
+                for s in samples {
+                    let r = ref_map.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                    match head.append_ref_with_st(SeriesRef(r), s.t, s.v, s.st) {
+                        Ok(()) => report.samples_applied += 1,
+                        Err(StorageError::UnknownSeriesRef(_)) => {
+                            report.samples_unknown_series += 1
+                        }
+                        Err(StorageError::TooOldSample { timestamp, .. })
+                            if persisted_until.is_some_and(|p| timestamp < p) =>
+                        {
+                            report.samples_in_blocks += 1
+                        }
+                        Err(e) => {
+                            report.samples_rejected += 1;
+                            first_reject.get_or_insert(e);
+                        }
+                    }
+                }
+            }
             Record::Tombstones(ts) => {
                 for t in ts {
                     let r = ref_map.get(&t.series_ref).copied().unwrap_or(t.series_ref);
@@ -399,6 +420,35 @@ impl Db {
     /// `Err` acknowledges nothing (see the module docs for what a failed WAL
     /// write leaves behind; retrying the batch is safe).
     pub fn append(&self, samples: &[(Labels, i64, f64)]) -> Result<AppendStats, StorageError> {
+        self.append_inner(samples, None)
+    }
+
+    /// As [`Db::append`], with each sample's start timestamp
+    /// (`start_timestamps[i]` for `samples[i]`, ms; 0 = unknown). Samples
+    /// with a non-zero one are logged in an StSamples record
+    /// (`docs/wal.md`), so replay restores it; blocks do not keep start
+    /// timestamps (`docs/block.md`). Mismatched lengths are an error that
+    /// applies nothing.
+    pub fn append_with_st(
+        &self,
+        samples: &[(Labels, i64, f64)],
+        start_timestamps: &[i64],
+    ) -> Result<AppendStats, StorageError> {
+        if start_timestamps.len() != samples.len() {
+            return Err(StorageError::Internal(format!(
+                "append_with_st: {} start timestamps for {} samples",
+                start_timestamps.len(),
+                samples.len()
+            )));
+        }
+        self.append_inner(samples, Some(start_timestamps))
+    }
+
+    fn append_inner(
+        &self,
+        samples: &[(Labels, i64, f64)],
+        sts: Option<&[i64]>,
+    ) -> Result<AppendStats, StorageError> {
         let mut stats = AppendStats::default();
         // Resolve known series outside the lock; only creation needs it.
         let mut refs: Vec<Option<SeriesRef>> = Vec::with_capacity(samples.len());
@@ -419,6 +469,7 @@ impl Db {
 
         let mut new_series: Vec<RefSeries> = Vec::new();
         let mut accepted: Vec<RefSample> = Vec::with_capacity(samples.len());
+        let mut accepted_st: Vec<RefStSample> = Vec::new();
         let seq = {
             let mut st = self.append.lock();
             // Series an earlier failed batch created but could not log.
@@ -428,7 +479,15 @@ impl Db {
                 if invalid[i] {
                     continue;
                 }
-                match self.append_one(refs[i], labels, *t, *v, &mut new_series, &mut st.next_ref) {
+                let start_t = sts.map_or(0, |s| s[i]);
+                let new = &mut new_series;
+                match self.append_one(refs[i], labels, *t, *v, start_t, new, &mut st.next_ref) {
+                    Ok(r) if start_t != 0 => accepted_st.push(RefStSample {
+                        series_ref: r.0,
+                        t: *t,
+                        v: *v,
+                        st: start_t,
+                    }),
                     Ok(r) => accepted.push(RefSample {
                         series_ref: r.0,
                         t: *t,
@@ -438,12 +497,15 @@ impl Db {
                 }
             }
             stats.series_created = new_series.len() - carried;
-            let mut records = Vec::with_capacity(2);
+            let mut records = Vec::with_capacity(3);
             if !new_series.is_empty() {
                 records.push(Record::Series(&new_series));
             }
             if !accepted.is_empty() {
                 records.push(Record::Samples(&accepted));
+            }
+            if !accepted_st.is_empty() {
+                records.push(Record::StSamples(&accepted_st));
             }
             if records.is_empty() {
                 None
@@ -460,7 +522,7 @@ impl Db {
         if let Some(seq) = seq {
             self.wal.wait_durable(seq)?;
         }
-        stats.appended = accepted.len();
+        stats.appended = accepted.len() + accepted_st.len();
         stats.rejected.sort_by_key(|r| r.index);
         Ok(stats)
     }
@@ -473,11 +535,12 @@ impl Db {
         labels: &Labels,
         t: i64,
         v: f64,
+        start_t: i64,
         new_series: &mut Vec<RefSeries>,
         next_ref: &mut u64,
     ) -> Result<SeriesRef, StorageError> {
         if let Some(r) = known {
-            match self.head.append_ref(r, t, v) {
+            match self.head.append_ref_with_st(r, t, v, start_t) {
                 // A head truncation removed the series since the lookup:
                 // create it again below.
                 Err(StorageError::UnknownSeriesRef(_)) => {}
@@ -494,7 +557,7 @@ impl Db {
                 labels: labels.clone(),
             });
         }
-        self.head.append_ref(r, t, v).map(|()| r)
+        self.head.append_ref_with_st(r, t, v, start_t).map(|()| r)
     }
 
     /// Drops head data older than `mint` (already persisted in blocks) and

@@ -463,6 +463,54 @@ mod tests {
         assert_eq!(h.st.refs(), vec![h.get_ref(&a).unwrap().0]);
     }
 
+    #[test]
+    fn db_replay_restores_start_timestamps() {
+        use crate::db::{Db, DbOptions};
+        use crate::wal::{FsyncPolicy, WalOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let opts = || DbOptions {
+            wal: WalOptions {
+                segment_size: 4096,
+                fsync: FsyncPolicy::Always,
+            },
+            head: HeadOptions::default(),
+        };
+        let (a, b) = (lbl("a"), lbl("b"));
+        let want_a: Vec<(i64, f64, i64)> = (1..=50)
+            .map(|i| {
+                (
+                    i * 1000,
+                    i as f64,
+                    if i % 7 == 0 { 0 } else { i * 1000 - 1000 },
+                )
+            })
+            .collect();
+        {
+            let db = Db::open(dir.path(), opts()).unwrap();
+            for &(t, v, st) in &want_a {
+                let stats = db
+                    .append_with_st(&[(a.clone(), t, v), (b.clone(), t, v)], &[st, 0])
+                    .unwrap();
+                assert_eq!(stats.appended, 2);
+            }
+            // A refused sample logs nothing, so replay cannot resurrect it.
+            let stats = db.append_with_st(&[(a.clone(), 1000, 9.0)], &[5]).unwrap();
+            assert_eq!(stats.rejected.len(), 1);
+            assert!(db.append_with_st(&[(a.clone(), 99_000, 1.0)], &[]).is_err());
+        }
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_eq!(read(db.head(), &a), want_a);
+        let b_read = read(db.head(), &b);
+        assert_eq!(b_read.len(), 50);
+        assert!(b_read.iter().all(|s| s.2 == 0));
+        assert!(db
+            .head()
+            .select(i64::MIN, i64::MAX, &[], None)
+            .unwrap()
+            .iter()
+            .any(|s| s.labels == b && s.start_timestamps.is_none()));
+    }
+
     proptest! {
         /// Any in-order pairs round-trip through the block encoding.
         #[test]

@@ -21,7 +21,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::reader::{read_segment, ReadState, ReplayStats};
-use super::record::{Record, RefSample, RefSeries, Tombstone};
+use super::record::{Record, RefSample, RefSeries, RefStSample, Tombstone};
 use super::segment::{
     checkpoint_name, encode_frame, list_dir, remove_file_if_exists, segment_header, segment_name,
     sync_dir, TMP_SUFFIX,
@@ -163,6 +163,7 @@ pub fn checkpoint(
 struct Filtered {
     series: Vec<RefSeries>,
     samples: Vec<RefSample>,
+    st_samples: Vec<RefStSample>,
     tombstones: Vec<Tombstone>,
     payload: Vec<u8>,
 }
@@ -199,6 +200,17 @@ impl Filtered {
                     return None;
                 }
                 Record::Samples(&self.samples).encode(&mut self.payload);
+            }
+            Record::StSamples(s) => {
+                self.st_samples.clear();
+                self.st_samples
+                    .extend(s.iter().filter(|x| x.t >= mint && keep(x.series_ref)));
+                st.samples_kept += self.st_samples.len() as u64;
+                st.samples_dropped += (s.len() - self.st_samples.len()) as u64;
+                if self.st_samples.is_empty() {
+                    return None;
+                }
+                Record::StSamples(&self.st_samples).encode(&mut self.payload);
             }
             Record::Tombstones(s) => {
                 self.tombstones.clear();

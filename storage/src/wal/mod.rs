@@ -47,8 +47,8 @@ use std::time::Duration;
 pub use checkpoint::{checkpoint, CheckpointStats};
 pub use reader::{replay, ReplayStats};
 pub use record::{
-    encode_samples, encode_series, encode_tombstones, DecodeError, Decoder, Record, RefSample,
-    RefSeries, Tombstone,
+    encode_samples, encode_series, encode_st_samples, encode_tombstones, DecodeError, Decoder,
+    Record, RefSample, RefSeries, RefStSample, Tombstone,
 };
 pub use segment::{checkpoint_name, list_dir, segment_name, DirListing};
 pub use writer::{Wal, WalStats};

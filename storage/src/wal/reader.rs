@@ -258,6 +258,7 @@ pub(super) fn read_segment(
                     match rec {
                         Record::Series(s) => stats.series += s.len() as u64,
                         Record::Samples(s) => stats.samples += s.len() as u64,
+                        Record::StSamples(s) => stats.samples += s.len() as u64,
                         Record::Tombstones(s) => stats.tombstones += s.len() as u64,
                     }
                     handler(rec);

@@ -1,5 +1,6 @@
-//! WAL record payloads: encoding and decoding of Series, Samples and
-//! Tombstones records (the bytes inside one frame, see `docs/wal.md`).
+//! WAL record payloads: encoding and decoding of Series, Samples,
+//! Tombstones and StSamples records (the bytes inside one frame, see
+//! `docs/wal.md`).
 //!
 //! Owns: the byte layout of each record type. Must not: know about frames,
 //! segments or files; allocate per sample when decoding (the [`Decoder`] keeps
@@ -13,6 +14,9 @@ pub(crate) const TYPE_SERIES: u8 = 1;
 pub(crate) const TYPE_SAMPLES: u8 = 2;
 /// Record type byte of a Tombstones record.
 pub(crate) const TYPE_TOMBSTONES: u8 = 3;
+/// Record type byte of an StSamples record (float samples with a start
+/// timestamp). Pharos-only: Prometheus 2.42 has no such record.
+pub(crate) const TYPE_ST_SAMPLES: u8 = 4;
 
 /// A series definition: the WAL-local reference and its labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +41,26 @@ impl PartialEq for RefSample {
     }
 }
 
+/// A float sample with its start timestamp `st` (ms, non-zero: samples
+/// whose start timestamp is unknown go into Samples records).
+#[derive(Clone, Copy, Debug)]
+pub struct RefStSample {
+    pub series_ref: u64,
+    pub t: i64,
+    pub v: f64,
+    pub st: i64,
+}
+
+impl PartialEq for RefStSample {
+    /// Bitwise on the value, as [`RefSample`].
+    fn eq(&self, o: &Self) -> bool {
+        self.series_ref == o.series_ref
+            && self.t == o.t
+            && self.st == o.st
+            && self.v.to_bits() == o.v.to_bits()
+    }
+}
+
 /// Deletion of the samples of `series_ref` in `[mint, maxt]` (inclusive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tombstone {
@@ -51,6 +75,7 @@ pub enum Record<'a> {
     Series(&'a [RefSeries]),
     Samples(&'a [RefSample]),
     Tombstones(&'a [Tombstone]),
+    StSamples(&'a [RefStSample]),
 }
 
 impl Record<'_> {
@@ -60,6 +85,7 @@ impl Record<'_> {
             Record::Series(s) => s.len(),
             Record::Samples(s) => s.len(),
             Record::Tombstones(s) => s.len(),
+            Record::StSamples(s) => s.len(),
         }
     }
 
@@ -73,6 +99,7 @@ impl Record<'_> {
             Record::Series(s) => encode_series(out, s),
             Record::Samples(s) => encode_samples(out, s),
             Record::Tombstones(s) => encode_tombstones(out, s),
+            Record::StSamples(s) => encode_st_samples(out, s),
         }
     }
 }
@@ -234,6 +261,25 @@ pub fn encode_tombstones(out: &mut Vec<u8>, tombstones: &[Tombstone]) {
     }
 }
 
+/// `type=4 | uvarint count | count × (varint Δref, varint Δt, varint t−st,
+/// f64 bits LE)`: a Samples entry plus the distance from the start
+/// timestamp to the sample (small for delta samples, one varint for a
+/// cumulative counter's age), wrapping so any pair round-trips.
+pub fn encode_st_samples(out: &mut Vec<u8>, samples: &[RefStSample]) {
+    out.reserve(2 + samples.len() * 16);
+    out.push(TYPE_ST_SAMPLES);
+    put_uvarint(out, samples.len() as u64);
+    let (mut pr, mut pt) = (0u64, 0i64);
+    for s in samples {
+        put_varint(out, s.series_ref.wrapping_sub(pr) as i64);
+        put_varint(out, s.t.wrapping_sub(pt));
+        put_varint(out, s.t.wrapping_sub(s.st));
+        out.extend_from_slice(&s.v.to_bits().to_le_bytes());
+        pr = s.series_ref;
+        pt = s.t;
+    }
+}
+
 /// Decodes payloads into buffers it reuses, so steady-state decoding of
 /// Samples records allocates nothing.
 #[derive(Default)]
@@ -241,6 +287,7 @@ pub struct Decoder {
     series: Vec<RefSeries>,
     samples: Vec<RefSample>,
     tombstones: Vec<Tombstone>,
+    st_samples: Vec<RefStSample>,
 }
 
 impl Decoder {
@@ -304,6 +351,26 @@ impl Decoder {
                 c.finish()?;
                 Ok(Record::Tombstones(&self.tombstones))
             }
+            TYPE_ST_SAMPLES => {
+                self.st_samples.clear();
+                let n = c.count(11)?;
+                self.st_samples.reserve(n);
+                let (mut r, mut t) = (0u64, 0i64);
+                for _ in 0..n {
+                    r = r.wrapping_add(c.varint("sample ref")? as u64);
+                    t = t.wrapping_add(c.varint("sample timestamp")?);
+                    let st = t.wrapping_sub(c.varint("sample start timestamp")?);
+                    let v = f64::from_bits(c.u64_le("sample value")?);
+                    self.st_samples.push(RefStSample {
+                        series_ref: r,
+                        t,
+                        v,
+                        st,
+                    });
+                }
+                c.finish()?;
+                Ok(Record::StSamples(&self.st_samples))
+            }
             other => Err(DecodeError::UnknownType(other)),
         }
     }
@@ -366,6 +433,23 @@ mod tests {
             prop_assert_eq!(d.decode(&buf).unwrap(), Record::Tombstones(&ts));
         }
 
+        #[test]
+        fn st_samples_round_trip(
+            samples in proptest::collection::vec((arb_sample(), any::<i64>()), 0..200)
+        ) {
+            let samples: Vec<RefStSample> = samples
+                .into_iter()
+                .map(|(s, st)| RefStSample { series_ref: s.series_ref, t: s.t, v: s.v, st })
+                .collect();
+            let mut buf = Vec::new();
+            encode_st_samples(&mut buf, &samples);
+            let mut d = Decoder::new();
+            prop_assert_eq!(d.decode(&buf).unwrap(), Record::StSamples(&samples));
+            for cut in 0..buf.len() {
+                prop_assert!(d.decode(&buf[..cut]).is_err());
+            }
+        }
+
         /// Arbitrary bytes never panic the decoder.
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -390,6 +474,17 @@ mod tests {
     fn unknown_type_is_reported() {
         let mut d = Decoder::new();
         assert_eq!(d.decode(&[9, 0]), Err(DecodeError::UnknownType(9)));
+        // A cumulative counter's sample: ref 1, 15 s in, started 1 h before.
+        let s = RefStSample {
+            series_ref: 1,
+            t: 15_000,
+            v: 1.0,
+            st: 15_000 - 3_600_000,
+        };
+        let mut buf = Vec::new();
+        encode_st_samples(&mut buf, &[s]);
+        // type, count, Δref, Δt (3 bytes), t−st (4 bytes), value.
+        assert_eq!(buf.len(), 1 + 1 + 1 + 3 + 4 + 8);
         assert_eq!(d.decode(&[]), Err(DecodeError::Empty));
     }
 

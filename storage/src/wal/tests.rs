@@ -15,6 +15,7 @@ enum Owned {
     Series(Vec<RefSeries>),
     Samples(Vec<RefSample>),
     Tombstones(Vec<Tombstone>),
+    StSamples(Vec<RefStSample>),
 }
 
 impl Owned {
@@ -23,6 +24,7 @@ impl Owned {
             Owned::Series(s) => Record::Series(s),
             Owned::Samples(s) => Record::Samples(s),
             Owned::Tombstones(s) => Record::Tombstones(s),
+            Owned::StSamples(s) => Record::StSamples(s),
         }
     }
     fn from_record(r: Record<'_>) -> Owned {
@@ -30,6 +32,7 @@ impl Owned {
             Record::Series(s) => Owned::Series(s.to_vec()),
             Record::Samples(s) => Owned::Samples(s.to_vec()),
             Record::Tombstones(s) => Owned::Tombstones(s.to_vec()),
+            Record::StSamples(s) => Owned::StSamples(s.to_vec()),
         }
     }
 }
@@ -81,6 +84,19 @@ fn workload() -> Vec<Owned> {
     for round in 0..30 {
         for r in 0..4 {
             recs.push(samples(r, round * 10, 10));
+        }
+        if round % 5 == 0 {
+            // Samples with start timestamps, for series 2 and 3.
+            recs.push(Owned::StSamples(
+                (2..4)
+                    .map(|r| RefStSample {
+                        series_ref: r,
+                        t: round * 10 + 5,
+                        v: round as f64,
+                        st: round * 10 - 60,
+                    })
+                    .collect(),
+            ));
         }
         if round == 10 {
             recs.push(Owned::Tombstones(vec![Tombstone {
@@ -134,7 +150,8 @@ fn round_trip_across_segments_and_reopens() {
     assert_eq!(got, recs);
     assert!(stats.segments > 3, "small segments must rotate: {stats:?}");
     assert!(stats.corruptions.is_empty() && stats.torn_tail.is_none());
-    assert_eq!(stats.samples, 30 * 4 * 10);
+    // Plain samples plus the start-timestamp ones (2 every 5th round).
+    assert_eq!(stats.samples, 30 * 4 * 10 + 6 * 2);
 }
 
 #[test]
@@ -357,6 +374,12 @@ fn checkpoint_then_replay_equals_filtered_history() {
             Owned::Tombstones(s) => Owned::Tombstones(
                 s.iter()
                     .filter(|x| keep(x.series_ref) && x.maxt >= mint)
+                    .copied()
+                    .collect(),
+            ),
+            Owned::StSamples(s) => Owned::StSamples(
+                s.iter()
+                    .filter(|x| keep(x.series_ref) && x.t >= mint)
                     .copied()
                     .collect(),
             ),
