@@ -18,6 +18,13 @@
 //! samples (older than the column's newest pair) go to a small sorted vector
 //! instead, like the head's own out-of-order buffer.
 //!
+//! Durability: `Db::append_with_st` logs these samples in the WAL's
+//! StSamples records (`docs/wal.md`) and replay restores them. Blocks do
+//! not keep start timestamps: the Prometheus 2.42 block format has no place
+//! for them and Pharos blocks stay byte-compatible, so a cut drops them
+//! with the head data it persists (decision and consequences in
+//! `docs/block.md`).
+//!
 //! Invariants: pairs are recorded under the owning series' mutex, right
 //! after the sample itself was stored, so a reader that snapshots the series
 //! under that mutex sees both or neither (lock order: series → stripe).
