@@ -10,6 +10,16 @@ use serde::Serialize;
 use crate::eval::{Alert, AlertState, Group, RuleState};
 use crate::template::format::go_e;
 
+/// Go's JSON encoding writes whole floats without a fraction (`60`, not
+/// `60.0`); clients compare these answers byte for byte in tests.
+fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(*v)
+    }
+}
+
 /// `data` of `/api/v1/rules`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RulesData {
@@ -22,9 +32,10 @@ pub struct ApiRuleGroup {
     pub file: String,
     pub rules: Vec<ApiRule>,
     /// Seconds.
+    #[serde(serialize_with = "go_float")]
     pub interval: f64,
     pub limit: usize,
-    #[serde(rename = "evaluationTime")]
+    #[serde(rename = "evaluationTime", serialize_with = "go_float")]
     pub evaluation_time: f64,
     #[serde(rename = "lastEvaluation")]
     pub last_evaluation: String,
@@ -43,8 +54,9 @@ pub struct ApiAlertingRule {
     pub name: String,
     pub query: String,
     /// `for`, in seconds.
+    #[serde(serialize_with = "go_float")]
     pub duration: f64,
-    #[serde(rename = "keepFiringFor")]
+    #[serde(rename = "keepFiringFor", serialize_with = "go_float")]
     pub keep_firing_for: f64,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
@@ -52,7 +64,7 @@ pub struct ApiAlertingRule {
     pub health: String,
     #[serde(rename = "lastError", skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(rename = "evaluationTime")]
+    #[serde(rename = "evaluationTime", serialize_with = "go_float")]
     pub evaluation_time: f64,
     #[serde(rename = "lastEvaluation")]
     pub last_evaluation: String,
@@ -64,11 +76,12 @@ pub struct ApiAlertingRule {
 pub struct ApiRecordingRule {
     pub name: String,
     pub query: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     pub health: String,
     #[serde(rename = "lastError", skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    #[serde(rename = "evaluationTime")]
+    #[serde(rename = "evaluationTime", serialize_with = "go_float")]
     pub evaluation_time: f64,
     #[serde(rename = "lastEvaluation")]
     pub last_evaluation: String,
@@ -306,13 +319,13 @@ mod tests {
         let g0 = &json["groups"][0];
         assert_eq!(g0["name"], "g");
         assert_eq!(g0["file"], "/r.yml");
-        assert_eq!(g0["interval"], 60.0);
+        assert_eq!(g0["interval"], 60);
         assert_eq!(g0["lastEvaluation"], "1970-01-01T00:00:01Z");
         assert_eq!(g0["rules"][0]["type"], "recording");
         assert_eq!(g0["rules"][0]["health"], "ok");
         assert_eq!(g0["rules"][1]["type"], "alerting");
         assert_eq!(g0["rules"][1]["state"], "pending");
-        assert_eq!(g0["rules"][1]["duration"], 60.0);
+        assert_eq!(g0["rules"][1]["duration"], 60);
         assert_eq!(g0["rules"][1]["alerts"][0]["value"], "2e+00");
         assert_eq!(g0["rules"][1]["alerts"][0]["annotations"]["s"], "v=2");
         assert!(g0["rules"][1].get("lastError").is_none());

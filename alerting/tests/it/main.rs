@@ -6,4 +6,5 @@
 
 mod alertmanager;
 mod peers;
+mod prometheus_api;
 mod promtool;
