@@ -382,4 +382,113 @@ mod tests {
         // External labels never override the alert's own.
         assert_eq!(b[0].labels["cluster"], "eu");
     }
+
+    /// Accepts one HTTP request, answers `status`, returns the request text.
+    async fn one_request(status: u16) -> (u16, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = c.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let resp =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            c.write_all(resp.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf).to_string()
+        });
+        (port, h)
+    }
+
+    fn alert() -> ApiAlert {
+        ApiAlert {
+            labels: BTreeMap::from([("alertname".to_string(), "A".to_string())]),
+            annotations: BTreeMap::from([("s".to_string(), String::new())]),
+            starts_at: Some(rfc3339_ms(1_000)),
+            ends_at: Some(rfc3339_ms(241_000)),
+            generator_url: "http://n/graph?g0.expr=up&g0.tab=1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn posts_v2_alerts_with_prefix_and_credentials() {
+        let (port, req) = one_request(200).await;
+        let cfg: AlertingConfig = serde_yaml::from_str(&format!(
+            "alertmanagers:\n  - path_prefix: /p\n    basic_auth:\n      username: u\n      password: pw\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ))
+        .unwrap();
+        let n = Notifier::new(
+            NotifierOptions {
+                external_labels: Labels::from_pairs([("cluster", "eu")]),
+                ..NotifierOptions::default()
+            },
+            cfg.resolve().unwrap(),
+            Arc::new(AlwaysLeader),
+        );
+        n.send(vec![alert()]);
+        n.flush().await;
+        let text = req.await.unwrap();
+        assert!(
+            text.starts_with("POST /p/api/v2/alerts HTTP/1.1\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("authorization: basic dtpwdw=="),
+            "{text}"
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!([{
+                "labels": {"alertname": "A", "cluster": "eu"},
+                "annotations": {"s": ""},
+                "startsAt": "1970-01-01T00:00:01.000Z",
+                "endsAt": "1970-01-01T00:04:01.000Z",
+                "generatorURL": "http://n/graph?g0.expr=up&g0.tab=1"
+            }])
+        );
+        assert_eq!(n.stats.sent.get(), 1);
+
+        // A refusing Alertmanager counts errors; a bearer token is sent.
+        let (port, req) = one_request(500).await;
+        let mut am = AlertmanagerConfig::new(format!("http://127.0.0.1:{port}"));
+        am.authorization = Some(Authorization {
+            kind: None,
+            credentials: Some("tok".into()),
+            credentials_file: None,
+        });
+        n.set_alertmanagers(vec![am]);
+        n.send(vec![alert()]);
+        n.flush().await;
+        let text = req.await.unwrap();
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("authorization: bearer tok"),
+            "{text}"
+        );
+        assert_eq!(n.stats.errors.get(), 1);
+    }
 }

@@ -16,7 +16,7 @@ use pharos_alerting::eval::{
     AlertState, AlwaysLeader, Clock, LeaderCheck, ManagerOptions, RuleManager, RuleState,
     SystemClock,
 };
-use pharos_alerting::notifier::{AlertmanagerConfig, Notifier, NotifierOptions};
+use pharos_alerting::notifier::{AlertingConfig, AlertmanagerConfig, Notifier, NotifierOptions};
 use pharos_storage::head::Head;
 use pharos_storage::labels::Labels;
 
@@ -57,6 +57,8 @@ impl Alertmanager {
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
+            // Served under a prefix, so `path_prefix` is exercised.
+            .arg("--web.route-prefix=/am")
             .arg(format!(
                 "--storage.path={}",
                 dir.path().join("data").display()
@@ -72,7 +74,7 @@ impl Alertmanager {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if matches!(http_get(port, "/-/ready"), Some((200, _))) {
+            if matches!(http_get(port, "/am/-/ready"), Some((200, _))) {
                 return am;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -81,7 +83,7 @@ impl Alertmanager {
     }
 
     fn alerts(&self) -> Vec<serde_json::Value> {
-        let (status, body) = http_get(self.port, "/api/v2/alerts").expect("GET /api/v2/alerts");
+        let (status, body) = http_get(self.port, "/am/api/v2/alerts").expect("GET /api/v2/alerts");
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -97,6 +99,15 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let status = buf.split(' ').nth(1)?.parse().ok()?;
     let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((status, body))
+}
+
+/// The notifier's targets, from the config section as a user writes it.
+fn alerting_config(port: u16) -> Vec<AlertmanagerConfig> {
+    let yaml = format!(
+        "alertmanagers:\n  - path_prefix: /am/\n    timeout: 5s\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+    );
+    let cfg: AlertingConfig = serde_yaml::from_str(&yaml).unwrap();
+    cfg.resolve().unwrap()
 }
 
 fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -189,10 +200,7 @@ async fn alert_reaches_alertmanager_once_survives_restart_and_resolves() {
             external_labels: Labels::from_pairs([("cluster", "test")]),
             ..NotifierOptions::default()
         },
-        vec![AlertmanagerConfig::new(format!(
-            "http://127.0.0.1:{}",
-            am.port
-        ))],
+        alerting_config(am.port),
         leader,
     );
     let send_task = tokio::spawn(notifier.clone().run());
