@@ -45,7 +45,8 @@ pub trait MetaClient: Send + Sync {
     fn propose(&self, cmd: Command) -> BoxFuture<'_, Result<Option<u64>, MetaError>>;
 
     /// Whether this node is the leader, confirmed by a quorum now (a
-    /// linearizable read barrier): `Ok(false)` if another node leads.
+    /// linearizable read barrier): `Ok(false)` if another node leads,
+    /// [`MetaError::NoQuorum`] if no quorum answers in time.
     fn is_leader_confirmed(&self) -> BoxFuture<'_, Result<bool, MetaError>>;
 
     /// The latest locally applied state.
@@ -169,12 +170,19 @@ impl MetaClient for RaftMetaClient {
     fn is_leader_confirmed(&self) -> BoxFuture<'_, Result<bool, MetaError>> {
         Box::pin(async move {
             let me = self.node.cfg.id;
-            match self
-                .node
-                .raft
-                .ensure_linearizable(ReadPolicy::ReadIndex)
-                .await
-            {
+            // Without a quorum the read barrier waits; a caller deciding
+            // whether to act as leader needs a bounded answer.
+            let limit = self.node.cfg.heartbeat * 20;
+            let confirmed = tokio::time::timeout(
+                limit,
+                self.node.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            .map_err(|_| MetaError::NoQuorum {
+                node: me,
+                message: format!("leadership not confirmed within {limit:?}"),
+            })?;
+            match confirmed {
                 Ok(_) => Ok(true),
                 Err(e) => {
                     if e.forward_to_leader().is_some() {

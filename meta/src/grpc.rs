@@ -49,11 +49,14 @@ struct SnapshotHeader {
 #[derive(Clone)]
 pub struct MetaRaftService {
     node: Arc<MetaNode>,
+    channels: Channels,
 }
 
 impl MetaRaftService {
-    pub fn new(node: Arc<MetaNode>) -> Self {
-        Self { node }
+    /// `channels` is used to relay joins to the leader; share the node's
+    /// [`GrpcNetworkFactory`]'s.
+    pub fn new(node: Arc<MetaNode>, channels: Channels) -> Self {
+        Self { node, channels }
     }
 
     /// The tonic service to add to the node's gRPC server.
@@ -138,12 +141,21 @@ impl MetaRaftRpc for MetaRaftService {
     }
 
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<RaftReply>, Status> {
-        let AddNodeRequest { id, addr } = req.into_inner();
-        reply(
+        let AddNodeRequest {
+            id,
+            addr,
+            forwarded,
+        } = req.into_inner();
+        let r = if forwarded {
             RaftMetaClient::new(self.node.clone())
                 .add_node(id, addr)
-                .await,
-        )
+                .await
+        } else {
+            GrpcMetaClient::new(self.node.clone(), self.channels.clone())
+                .add_node(id, addr)
+                .await
+        };
+        reply(r)
     }
 }
 
@@ -482,6 +494,7 @@ impl GrpcMetaClient {
             .add_node(AddNodeRequest {
                 id: node,
                 addr: node_addr,
+                forwarded: true,
             })
             .await
             .map_err(|s| Self::rpc_error(id, &addr, s.to_string()))?
@@ -512,5 +525,37 @@ impl MetaClient for GrpcMetaClient {
 
     fn watch(&self) -> watch::Receiver<Arc<MetaState>> {
         self.local.watch()
+    }
+}
+
+/// Asks the member at `seed_addr` to add node `id` (reachable at `addr`) to
+/// the cluster; the member relays it to the leader. Called by a starting
+/// node that is not yet part of a meta group (its own [`MetaNode`] must
+/// already be serving, since the leader replicates to it before returning).
+pub async fn join_cluster(seed_addr: &str, id: NodeId, addr: &str) -> Result<(), MetaError> {
+    let err = |message: String| MetaError::Rpc {
+        peer: 0,
+        addr: seed_addr.to_string(),
+        message,
+    };
+    let channel = Endpoint::from_shared(format!("http://{seed_addr}"))
+        .map_err(|e| err(e.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let reply = MetaRaftClient::new(channel)
+        .add_node(AddNodeRequest {
+            id,
+            addr: addr.to_string(),
+            forwarded: false,
+        })
+        .await
+        .map_err(|s| err(s.to_string()))?
+        .into_inner();
+    if reply.error.is_empty() {
+        Ok(())
+    } else {
+        Err(err(reply.error))
     }
 }

@@ -2,11 +2,12 @@
 //! stores, plus the leader's rebalancing loop.
 //!
 //! Start order for `pharos-node`: [`MetaNode::start`] with the node's meta
-//! directory and a network factory (gRPC in production), serve the node's
-//! Raft RPCs with its [`MetaNode::raft`] handle, then either
-//! [`MetaNode::bootstrap`] (the first node of a new cluster) or ask any
-//! member to `add_node` this one. A node restarted on an existing directory
-//! needs neither: it recovers its log, vote and snapshot.
+//! directory and a network factory ([`crate::grpc::GrpcNetworkFactory`] in
+//! production), serve [`crate::grpc::MetaRaftService`] on the node's gRPC
+//! port, then, unless [`MetaNode::is_initialized`] (a restart: the log,
+//! vote and snapshot are recovered), either [`MetaNode::bootstrap`] (the
+//! first node of a new cluster) or [`crate::grpc::join_cluster`] through
+//! any member.
 //!
 //! The rebalancer runs on every node but only acts while this node is the
 //! leader: on every applied change (and on a timer) it proposes
@@ -166,6 +167,18 @@ impl MetaNode {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Whether this node already belongs to a meta group (it recovered one
+    /// from disk or was added): then it must neither bootstrap nor join.
+    pub async fn is_initialized(&self) -> Result<bool, MetaError> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| MetaError::Fatal {
+                node: self.cfg.id,
+                message: e.to_string(),
+            })
     }
 
     /// The Raft handle: serve peers' RPCs with it.

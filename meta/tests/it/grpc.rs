@@ -34,7 +34,7 @@ async fn start(dir: &std::path::Path, id: NodeId) -> (Running, String) {
             .unwrap(),
     );
     let (stop, stopped) = oneshot::channel::<()>();
-    let svc = MetaRaftService::new(node.clone()).into_server();
+    let svc = MetaRaftService::new(node.clone(), channels.clone()).into_server();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
@@ -70,7 +70,10 @@ async fn wait_leader(nodes: &BTreeMap<NodeId, Running>) -> NodeId {
                 seen.push(r.node.raft().current_leader().await);
             }
             if let Some(Some(l)) = seen.first() {
-                if nodes.contains_key(l) && seen.iter().all(|s| *s == Some(*l)) {
+                if nodes.contains_key(l)
+                    && seen.iter().all(|s| *s == Some(*l))
+                    && matches!(nodes[l].client.is_leader_confirmed().await, Ok(true))
+                {
                     return *l;
                 }
             }
@@ -97,10 +100,9 @@ async fn three_nodes_over_grpc() {
         .add_node(2, addrs[&2].clone())
         .await
         .unwrap();
-    // Node 3 joins by asking node 2, a follower: forwarded to the leader.
-    nodes[&2]
-        .client
-        .add_node(3, addrs[&3].clone())
+    // Node 3 joins by asking node 2, a follower, over the wire: relayed to
+    // the leader.
+    pharos_meta::grpc::join_cluster(&addrs[&2], 3, &addrs[&3])
         .await
         .unwrap();
     let leader = wait_leader(&nodes).await;
