@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use super::group::{EvalContext, Group, RuleState};
 use super::{Clock, LeaderCheck, SampleSink};
 use crate::notifier::{generator_url, rfc3339_ms, ApiAlert, Notifier};
-use crate::rules::{load_globs, RuleError};
+use crate::rules::{duplicate_rules, load_globs, RuleError};
 
 /// Settings; `Default` gives Prometheus's defaults.
 #[derive(Debug, Clone)]
@@ -134,6 +134,14 @@ impl RuleManager {
     /// and rules that survive the reload unchanged is kept.
     pub fn load(self: &Arc<Self>, globs: &[String]) -> Result<(), Vec<RuleError>> {
         let loaded = load_globs(globs)?;
+        for d in duplicate_rules(&loaded) {
+            tracing::warn!(
+                file = %d.file.display(),
+                line = d.line.unwrap_or(0),
+                rule = %d.name,
+                "duplicate rule (same name and labels as another in the file)"
+            );
+        }
         let old = self.groups.read().clone();
         let mut new = Vec::with_capacity(loaded.len());
         for g in loaded {

@@ -68,27 +68,10 @@ impl CheckReport {
 fn check_one(path: &Path) -> FileCheck {
     match load_file(path) {
         Ok(groups) => {
-            // promtool sorts rules by (name, labels) across the file and
-            // reports every rule equal to its predecessor, alerts included.
-            let mut keys: Vec<(String, Vec<(String, String)>)> = Vec::new();
-            let mut rules = 0;
-            for g in &groups {
-                for r in &g.rules {
-                    rules += 1;
-                    keys.push((
-                        r.name.clone(),
-                        r.labels
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    ));
-                }
-            }
-            keys.sort();
-            let duplicates = keys
-                .windows(2)
-                .filter(|w| w[0] == w[1])
-                .map(|w| (w[1].0.clone(), w[1].1.iter().cloned().collect()))
+            let rules = groups.iter().map(|g| g.rules.len()).sum();
+            let duplicates = super::duplicate_rules(&groups)
+                .into_iter()
+                .map(|d| (d.name, d.labels))
                 .collect();
             FileCheck {
                 path: path.to_path_buf(),

@@ -158,6 +158,42 @@ impl fmt::Display for RuleError {
     }
 }
 
+/// A rule with the same name and labels as another in the same file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DuplicateRule {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// promtool's duplicate-rule lint: within each file, rules sorted by
+/// (name, labels); every rule equal to its predecessor is reported. Not an
+/// error: Prometheus evaluates both.
+pub fn duplicate_rules(groups: &[RuleGroup]) -> Vec<DuplicateRule> {
+    let mut by_file: BTreeMap<&Path, Vec<DuplicateRule>> = BTreeMap::new();
+    for g in groups {
+        for r in &g.rules {
+            by_file.entry(&g.file).or_default().push(DuplicateRule {
+                file: g.file.clone(),
+                line: r.line,
+                name: r.name.clone(),
+                labels: r.labels.clone(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for (_, mut rules) in by_file {
+        rules.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        for w in rules.windows(2) {
+            if w[0].name == w[1].name && w[0].labels == w[1].labels {
+                out.push(w[1].clone());
+            }
+        }
+    }
+    out
+}
+
 /// All errors, one per line (for logs and HTTP answers).
 pub fn join_errors(errs: &[RuleError]) -> String {
     errs.iter()
@@ -338,24 +374,24 @@ pub fn parse_file(path: &Path, text: &str) -> Result<Vec<RuleGroup>, Vec<RuleErr
             };
             for k in r.labels.keys() {
                 if !is_valid_label_name(k) || k == "__name__" {
-                    bad(None, format!("invalid label name: {k}"));
+                    bad(name_pos, format!("invalid label name: {k}"));
                 }
             }
             for k in r.annotations.keys() {
                 if !is_valid_label_name(k) {
-                    bad(None, format!("invalid annotation name: {k}"));
+                    bad(name_pos, format!("invalid annotation name: {k}"));
                 }
             }
             if kind == RuleKind::Alerting {
                 let tname = format!("__alert_{name}");
                 for (k, v) in &r.labels {
                     if let Err(e) = parse_alert_template(&tname, v) {
-                        bad(None, format!("label {k:?}: {e}"));
+                        bad(name_pos, format!("label {k:?}: {e}"));
                     }
                 }
                 for (k, v) in &r.annotations {
                     if let Err(e) = parse_alert_template(&tname, v) {
-                        bad(None, format!("annotation {k:?}: {e}"));
+                        bad(name_pos, format!("annotation {k:?}: {e}"));
                     }
                 }
             }

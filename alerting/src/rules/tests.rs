@@ -37,7 +37,9 @@ fn reports_file_line_and_problem() {
     );
     let e = errs("groups:\n  - name: g1\n    rules:\n      - alert: A\n        expr: up\n        annotations:\n          s: \"{{ $labels.x \"\n");
     assert!(
-        e[0].contains("annotation \"s\": template: __alert_A:1:"),
+        e[0].contains(
+            "r.yml: 4:16: group \"g1\", rule 1, \"A\": annotation \"s\": template: __alert_A:1:"
+        ),
         "{e:?}"
     );
     let e = errs("groups:\n  - name: g\n    rules: []\n  - name: g\n    rules: []\n");
