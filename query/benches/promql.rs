@@ -713,9 +713,18 @@ fn prom_point(p: &serde_json::Value) -> Result<(i64, f64)> {
     Ok(((t * 1000.0).round() as i64, v))
 }
 
-/// The answer's series plus Prometheus's `totalQueryableSamples` when the
-/// request asked for stats.
-fn prometheus_series(body: &[u8]) -> Result<(Vec<Series>, Option<u64>)> {
+/// What Prometheus says a query cost (`stats=all`).
+#[derive(Clone, Copy, Default)]
+struct PromStats {
+    /// `totalQueryableSamples`: samples summed over the windows of every step.
+    queryable: Option<u64>,
+    /// `timings.evalTotalTime`: its evaluation alone (no HTTP, no JSON), s.
+    eval_s: Option<f64>,
+}
+
+/// The answer's series plus Prometheus's stats when the request asked for
+/// them.
+fn prometheus_series(body: &[u8]) -> Result<(Vec<Series>, PromStats)> {
     let j: serde_json::Value = serde_json::from_slice(body)?;
     let data = j.get("data").ok_or("response without data")?;
     let result = data
@@ -744,10 +753,15 @@ fn prometheus_series(body: &[u8]) -> Result<(Vec<Series>, Option<u64>)> {
         out.push((metric, points));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    let samples = data
-        .pointer("/stats/samples/totalQueryableSamples")
-        .and_then(|v| v.as_u64());
-    Ok((out, samples))
+    let stats = PromStats {
+        queryable: data
+            .pointer("/stats/samples/totalQueryableSamples")
+            .and_then(|v| v.as_u64()),
+        eval_s: data
+            .pointer("/stats/timings/evalTotalTime")
+            .and_then(|v| v.as_f64()),
+    };
+    Ok((out, stats))
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -828,7 +842,7 @@ struct Row {
     series_out: usize,
     pharos: (Duration, Duration, usize),
     pharos_samples: usize,
-    prom: Option<(Duration, Duration, usize, Option<u64>)>,
+    prom: Option<(Duration, Duration, usize, PromStats)>,
     verdict: String,
 }
 
@@ -878,11 +892,13 @@ fn run() -> Result<()> {
         let (_, stats, value) = run_pharos(&engine, &head, &c)?;
         let p_series = pharos_series(&value)?;
         let mut verdict = String::from("-");
-        let mut prom_samples = None;
+        let mut prom_stats = PromStats::default();
+        let mut prom_evals = Vec::new();
         if let Some(http) = http.as_mut() {
             let (_, body) = run_prometheus(http, &c, true)?;
-            let (q_series, samples) = prometheus_series(&body)?;
-            prom_samples = samples;
+            let (q_series, st) = prometheus_series(&body)?;
+            prom_stats = st;
+            prom_evals.extend(st.eval_s);
             verdict = match compare(&p_series, &q_series) {
                 None => "agree".into(),
                 Some(d) => {
@@ -916,10 +932,20 @@ fn run() -> Result<()> {
                 }
             }
         }
+        // Prometheus's own evaluation time, from two more requests with
+        // stats (outside the latency figures): the median of three.
+        if let Some(http) = http.as_mut() {
+            for _ in 0..2 {
+                let (_, body) = run_prometheus(http, &c, true)?;
+                prom_evals.extend(prometheus_series(&body)?.1.eval_s);
+            }
+            prom_evals.sort_by(f64::total_cmp);
+            prom_stats.eval_s = prom_evals.get(prom_evals.len() / 2).copied();
+        }
         let (pm, p99) = quantiles(&mut pt);
         let prom = (!qt.is_empty()).then(|| {
             let (qm, q99) = quantiles(&mut qt);
-            (qm, q99, qt.len(), prom_samples)
+            (qm, q99, qt.len(), prom_stats)
         });
         let row = Row {
             case: name,
@@ -939,35 +965,36 @@ fn run() -> Result<()> {
     println!();
     println!(
         "| query | shape | series out | Pharos median ms | Pharos p99 ms | Prometheus median ms \
-         | Prometheus p99 ms | Prometheus / Pharos | runs P/Q | Pharos decoded samples | Pharos decoded/s \
-         | queryable samples | Pharos queryable/s | Prometheus queryable/s | answers |"
+         | Prometheus p99 ms | Prometheus / Pharos | runs P/Q | Prometheus evalTotalTime ms \
+         | Pharos decoded/s | queryable samples | Pharos queryable/s | Prometheus queryable/s | answers |"
     );
     println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|");
     for r in &rows {
         let (pm, p99, pn) = r.pharos;
         let per_s = |n: f64, d: Duration| si(n / d.as_secs_f64());
-        let (qm, q99, ratio, runs, qs, p_qrate, q_qrate) = match r.prom {
-            Some((qm, q99, qn, qs)) => (
+        let (qm, q99, ratio, runs, q_eval, qs, p_qrate, q_qrate) = match r.prom {
+            Some((qm, q99, qn, st)) => (
                 ms(qm),
                 ms(q99),
                 format!("{:.2}x", qm.as_secs_f64() / pm.as_secs_f64()),
                 format!("{pn}/{qn}"),
-                qs.map_or("?".into(), |s| si(s as f64)),
-                qs.map_or("?".into(), |s| per_s(s as f64, pm)),
-                qs.map_or("?".into(), |s| per_s(s as f64, qm)),
+                st.eval_s
+                    .map_or("?".into(), |e| ms(Duration::from_secs_f64(e))),
+                st.queryable.map_or("?".into(), |s| si(s as f64)),
+                st.queryable.map_or("?".into(), |s| per_s(s as f64, pm)),
+                st.queryable.map_or("?".into(), |s| per_s(s as f64, qm)),
             ),
             None => {
                 let d = || "-".to_string();
-                (d(), d(), d(), format!("{pn}/-"), d(), d(), d())
+                (d(), d(), d(), format!("{pn}/-"), d(), d(), d(), d())
             }
         };
         let (query, shape) = r.case.rsplit_once("` ").unwrap_or((&r.case, ""));
         println!(
-            "| {query}` | {shape} | {} | {} | {} | {qm} | {q99} | {ratio} | {runs} | {} | {} | {qs} | {p_qrate} | {q_qrate} | {} |",
+            "| {query}` | {shape} | {} | {} | {} | {qm} | {q99} | {ratio} | {runs} | {q_eval} | {} | {qs} | {p_qrate} | {q_qrate} | {} |",
             r.series_out,
             ms(pm),
             ms(p99),
-            si(r.pharos_samples as f64),
             per_s(r.pharos_samples as f64, pm),
             r.verdict
         );
