@@ -27,7 +27,8 @@
 //!   [`eval::RuleManager`] with the node's queryable, a [`eval::SampleSink`]
 //!   over its write path, the leader check and [`eval::SystemClock`]; call
 //!   [`eval::RuleManager::load`] with the config's `rule_files` globs, then
-//!   [`eval::RuleManager::start`] inside the tokio runtime. On `/-/reload`
+//!   [`eval::RuleManager::start`] inside the tokio runtime (it returns
+//!   [`eval::NoRuntime`] outside one). On `/-/reload`
 //!   or SIGHUP call [`eval::RuleManager::reload`] (or `load` with new globs):
 //!   on `Err` the previous rules keep running and the errors (file, line,
 //!   rule) go to the caller. Call [`eval::RuleManager::stop`] on shutdown.

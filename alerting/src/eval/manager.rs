@@ -51,6 +51,11 @@ impl Default for ManagerOptions {
 
 type SharedGroup = Arc<Mutex<Group>>;
 
+/// [`RuleManager::start`] needs a tokio runtime to spawn group tasks on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the rule manager must be started inside a tokio runtime")]
+pub struct NoRuntime;
+
 /// The rule manager's metrics (`pharos_rules_*`).
 #[derive(Debug, Default, Clone)]
 pub struct RuleMetrics {
@@ -276,9 +281,12 @@ impl RuleManager {
     /// Starts a task per group on the current tokio runtime. Groups run
     /// at timestamps aligned to their interval (plus a per-group offset,
     /// so groups spread out), until [`RuleManager::stop`] or a reload.
-    pub fn start(self: &Arc<Self>) {
+    /// Fails (and starts nothing) when called outside a tokio runtime.
+    pub fn start(self: &Arc<Self>) -> Result<(), NoRuntime> {
+        tokio::runtime::Handle::try_current().map_err(|_| NoRuntime)?;
         *self.running.lock() = true;
         self.spawn_groups();
+        Ok(())
     }
 
     /// Stops all group tasks (state stays readable).
@@ -372,6 +380,7 @@ mod tests {
         let good = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: vector(1)\n        for: 5m\n";
         std::fs::write(&f, good).unwrap();
         let (_head, m) = setup(Arc::new(crate::eval::AlwaysLeader));
+        assert_eq!(m.start(), Err(NoRuntime));
         m.load(&[f.to_string_lossy().to_string()]).unwrap();
         m.eval_all_at(60_000);
         let active = |m: &RuleManager| match &m.groups()[0].rules[0].state {

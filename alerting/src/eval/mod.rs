@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use alerting::{Alert, AlertState, AlertingRule, TemplateEnv, RESOLVED_RETENTION_MS};
 pub use group::{query_vector, EvalContext, Group, Health, RuleState, RuleStatus};
-pub use manager::{ManagerOptions, RuleManager, RuleMetrics};
+pub use manager::{ManagerOptions, NoRuntime, RuleManager, RuleMetrics};
 
 use pharos_storage::labels::Labels;
 

@@ -208,7 +208,7 @@ async fn alert_reaches_alertmanager_once_survives_restart_and_resolves() {
     let started = Instant::now();
     let m1 = manager(&head, Some(notifier.clone()), Arc::new(SystemClock), 0);
     m1.load(std::slice::from_ref(&glob)).unwrap();
-    m1.start();
+    m1.start().unwrap();
 
     let am = Arc::new(am);
     let am2 = am.clone();
@@ -245,7 +245,7 @@ async fn alert_reaches_alertmanager_once_survives_restart_and_resolves() {
     drop(m1);
     let m2 = manager(&head, Some(notifier.clone()), Arc::new(SystemClock), 0);
     m2.load(std::slice::from_ref(&glob)).unwrap();
-    m2.start();
+    m2.start().unwrap();
     let m2c = m2.clone();
     let restored = tokio::task::spawn_blocking(move || {
         // Restored after its first evaluation, firing at the second.
