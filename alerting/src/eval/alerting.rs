@@ -114,8 +114,11 @@ impl AlertingRule {
     ) -> Result<Vec<(Labels, f64)>, String> {
         let mut current: BTreeMap<Labels, Alert> = BTreeMap::new();
         for s in result {
+            // Templates see the sample's labels as they are, metric name
+            // included (Prometheus's `$labels`); only the alert's own label
+            // set drops it.
             let data = TemplateData {
-                labels: &s.labels.drop_names(&["__name__"]),
+                labels: &s.labels,
                 external_labels: env.external_labels,
                 external_url: env.external_url,
                 value: s.v,
