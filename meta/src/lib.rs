@@ -18,13 +18,15 @@
 //! - [`node`]: one node's meta member (Raft + stores + rebalancer);
 //! - [`client`]: the [`MetaClient`] trait and its Raft implementation;
 //! - [`grpc`]: the tonic transport, its server, and the forwarding client;
-//! - [`mem`]: the in-memory [`MetaClient`].
+//! - [`mem`]: the in-memory [`MetaClient`];
+//! - [`metrics`]: `pharos_meta_*` gauges for the node registry.
 
 pub mod client;
 pub mod error;
 pub mod grpc;
 pub mod log_store;
 pub mod mem;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod planner;

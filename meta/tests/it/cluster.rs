@@ -140,6 +140,18 @@ async fn elects_a_leader_and_applies_everywhere() {
     }
     assert!(!c.client(follower).is_leader_confirmed().await.unwrap());
     assert!(c.client(leader).is_leader_confirmed().await.unwrap());
+
+    // The metrics follow Raft and the applied state.
+    let m = pharos_meta::metrics::MetaMetrics::default();
+    let updater = m.spawn_updater(&c.nodes[&leader]);
+    tokio::time::timeout(WAIT, async {
+        while m.is_leader.get() != 1 || m.last_applied_index.get() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("metrics updated");
+    updater.abort();
     c.shutdown().await;
 }
 
