@@ -36,6 +36,9 @@
 //!   error), then [`api::rules_data`]`(&manager.groups(), &filter)`;
 //!   `/api/v1/alerts`: [`api::alerts_data`]`(&manager.groups())`. Both are
 //!   the `data` member of the usual success envelope.
+//! - Metrics: `manager.metrics.register(&mut registry)` and
+//!   `notifier.stats.register(&mut registry)` (`pharos_rules_*`,
+//!   `pharos_notifier_*`).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

@@ -137,6 +137,8 @@ fn check_rules_agrees_with_promtool() {
     let files = [
         testdata().join("rules.yml"),
         testdata().join("bad_rules.yml"),
+        testdata().join("dup_rules.yml"),
+        testdata().join("template_rules.yml"),
     ];
     let report = check_rule_files(&files).unwrap();
     assert!(
