@@ -132,6 +132,7 @@ impl MetaRaftRpc for MetaRaftService {
 
     async fn propose(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let cmd: Command = decode(&req.into_inner().data, "command")?;
+        tracing::debug!(node = self.node.id(), %cmd, "forwarded proposal");
         let r = match propose_local(self.node.raft(), cmd).await {
             Ok(epoch) => Ok(Applied::Ok { epoch }),
             Err(MetaError::Rejected(r)) => Ok(Applied::Rejected(r)),
@@ -146,6 +147,7 @@ impl MetaRaftRpc for MetaRaftService {
             addr,
             forwarded,
         } = req.into_inner();
+        tracing::info!(node = self.node.id(), joining = id, %addr, forwarded, "add node");
         let r = if forwarded {
             RaftMetaClient::new(self.node.clone())
                 .add_node(id, addr)

@@ -286,10 +286,10 @@ impl MetaState {
 
     fn record_block(&mut self, block: &BlockMeta) -> Result<Option<u64>, Rejection> {
         if block.min_time > block.max_time {
-            return Err(Rejection::BlockConflict(format!(
-                "{}: min_time {} > max_time {}",
-                block.id, block.min_time, block.max_time
-            )));
+            return Err(Rejection::InvalidBlock {
+                id: block.id.clone(),
+                reason: format!("min_time {} > max_time {}", block.min_time, block.max_time),
+            });
         }
         match self.blocks.get(&block.id) {
             Some(existing) if existing == block => Ok(None),
@@ -700,7 +700,7 @@ mod tests {
         bad.min_time = bad.max_time + 1;
         assert!(matches!(
             rejected(s.apply(&Command::RecordBlock { block: bad })),
-            Rejection::BlockConflict(_)
+            Rejection::InvalidBlock { .. }
         ));
         assert_eq!(
             s.apply(&Command::MarkBlockDeleted { id: b.id.clone() }),

@@ -335,6 +335,8 @@ pub enum Rejection {
     },
     #[error("block {0} conflicts with the catalog entry of the same id")]
     BlockConflict(String),
+    #[error("block {id}: {reason}")]
+    InvalidBlock { id: String, reason: String },
     #[error("block {0} is unknown")]
     UnknownBlock(String),
 }
