@@ -336,7 +336,12 @@ struct Parser<'a> {
     name: &'a str,
     items: Vec<Item>,
     pos: usize,
+    /// Current nesting of blocks and parentheses.
+    depth: std::cell::Cell<usize>,
 }
+
+/// Deeper nesting is refused rather than risking the stack.
+const MAX_DEPTH: usize = 100;
 
 /// What ended a list.
 enum Stop {
@@ -411,6 +416,21 @@ impl Parser<'_> {
     }
 
     fn branch(
+        &mut self,
+        kind: BranchKind,
+        line: usize,
+        toks: &[Token],
+    ) -> Result<Node, TemplateError> {
+        if self.depth.get() >= MAX_DEPTH {
+            return Err(self.err(line, "template nested too deeply"));
+        }
+        self.depth.set(self.depth.get() + 1);
+        let r = self.branch_inner(kind, line, toks);
+        self.depth.set(self.depth.get() - 1);
+        r
+    }
+
+    fn branch_inner(
         &mut self,
         kind: BranchKind,
         line: usize,
@@ -563,7 +583,13 @@ impl Parser<'_> {
                 }
             },
             Tok::LParen => {
-                let (cmds, used) = self.commands(line, &toks[1..], true)?;
+                if self.depth.get() >= MAX_DEPTH {
+                    return Err(self.err(line, "template nested too deeply"));
+                }
+                self.depth.set(self.depth.get() + 1);
+                let r = self.commands(line, &toks[1..], true);
+                self.depth.set(self.depth.get() - 1);
+                let (cmds, used) = r?;
                 if !matches!(toks.get(1 + used).map(|t| &t.tok), Some(Tok::RParen)) {
                     return Err(self.err(line, "unclosed left paren"));
                 }
@@ -595,6 +621,7 @@ impl Template {
             name,
             items,
             pos: 0,
+            depth: std::cell::Cell::new(0),
         };
         let (root, end) = p.list()?;
         match end {

@@ -189,3 +189,23 @@ fn never_panics_on_fragment_soup() {
         let _ = run(&t, 1.0);
     }
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep_parens = format!("{{{{ {}1{} }}}}", "(".repeat(10_000), ")".repeat(10_000));
+    assert!(run(&deep_parens, 0.0)
+        .unwrap_err()
+        .msg
+        .contains("nested too deeply"));
+    let deep_ifs = format!(
+        "{}x{}",
+        "{{ if true }}".repeat(10_000),
+        "{{ end }}".repeat(10_000)
+    );
+    assert!(run(&deep_ifs, 0.0)
+        .unwrap_err()
+        .msg
+        .contains("nested too deeply"));
+    let ok = format!("{}x{}", "{{ if true }}".repeat(50), "{{ end }}".repeat(50));
+    assert_eq!(run(&ok, 0.0).unwrap(), "x");
+}
