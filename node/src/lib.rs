@@ -16,4 +16,5 @@ pub mod remote_read;
 pub mod remote_write;
 pub mod scrape;
 pub mod server;
+pub mod services;
 pub mod sink;

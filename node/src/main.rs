@@ -42,6 +42,42 @@ enum Command {
     /// Run a local multi-node cluster (not available yet: exits with an
     /// error; use `pharos server` for a single node).
     Cluster(ClusterArgs),
+    /// Validate configuration or rule files, as `promtool check` does
+    /// (exit code 0 when valid, 1 otherwise).
+    #[command(subcommand)]
+    Check(CheckCommand),
+    /// Run rule unit tests, as `promtool test rules` does (exit code 0 when
+    /// every test passes, 1 otherwise).
+    #[command(subcommand)]
+    Test(TestCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckCommand {
+    /// Check rule files: syntax, PromQL, templates, duplicate rules.
+    Rules {
+        /// Rule files to check.
+        #[arg(required = true, value_name = "RULE_FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Check configuration files, and the rule files each one names.
+    Config {
+        /// Configuration files to check.
+        #[arg(required = true, value_name = "CONFIG_FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TestCommand {
+    /// Run the unit tests of rule test files (promtool's format:
+    /// `rule_files`, `evaluation_interval`, `tests` with `input_series`,
+    /// `alert_rule_test` and `promql_expr_test`).
+    Rules {
+        /// Test files to run.
+        #[arg(required = true, value_name = "TEST_FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +115,17 @@ struct ServerArgs {
     /// Disable the remote-write receiver (/api/v1/write).
     #[arg(long = "no-remote-write-receiver")]
     no_remote_write_receiver: bool,
+
+    /// Serve POST /-/reload, which re-reads the config file (SIGHUP always
+    /// does) [default: pharos.web.enable_lifecycle from the config file].
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
+
+    /// The URL this node is reached under, used in alerts' generatorURL
+    /// [default: pharos.web.external_url from the config file, else
+    /// http://<listen address>].
+    #[arg(long = "web.external-url", value_name = "URL")]
+    external_url: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +164,16 @@ fn main() -> ExitCode {
                 args.nodes
             );
             ExitCode::from(2)
+        }
+        Command::Check(CheckCommand::Rules { files }) => check_rules(&files),
+        Command::Check(CheckCommand::Config { files }) => check_config(&files),
+        Command::Test(TestCommand::Rules { files }) => {
+            let mut out = std::io::stdout().lock();
+            if pharos_alerting::unittest::run(&files, &mut out) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Command::Server(args) => match run_server(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +215,12 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if args.no_remote_write_receiver {
         config.pharos.remote_write_receiver.enabled = false;
     }
+    if args.enable_lifecycle {
+        config.pharos.web.enable_lifecycle = true;
+    }
+    if let Some(u) = &args.external_url {
+        config.pharos.web.external_url = Some(u.clone());
+    }
     let p = &config.pharos;
     flags.insert("listen".into(), p.listen.to_string());
     flags.insert("data-dir".into(), p.data_dir.display().to_string());
@@ -181,6 +244,14 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         "web.enable-remote-write-receiver".into(),
         p.remote_write_receiver.enabled.to_string(),
     );
+    flags.insert(
+        "web.enable-lifecycle".into(),
+        p.web.enable_lifecycle.to_string(),
+    );
+    flags.insert(
+        "web.external-url".into(),
+        p.web.external_url.clone().unwrap_or_default(),
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -193,24 +264,115 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
             flags,
         })
         .await?;
-        wait_for_signal().await?;
+        wait_for_signal(&node).await?;
         tracing::info!("signal received");
         node.shutdown().await?;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT or SIGTERM; SIGHUP reloads the config file meanwhile
+/// (a rejected config is logged and the running one stays).
+async fn wait_for_signal(node: &server::RunningNode) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => return Ok(r?),
+                _ = term.recv() => return Ok(()),
+                _ = hup.recv() => {
+                    let svc = std::sync::Arc::clone(&node.state.services);
+                    match tokio::task::spawn_blocking(move || svc.reload()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!(error = %e, "reloading the configuration on SIGHUP failed; the running configuration stays"),
+                        Err(e) => tracing::error!(error = %e, "reload task failed"),
+                    }
+                }
+            }
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    {
+        let _ = node;
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
+}
+
+/// `pharos check rules`: `promtool check rules` output and exit codes.
+fn check_rules(files: &[PathBuf]) -> ExitCode {
+    match pharos_alerting::rules::check_rule_files(files) {
+        Ok(report) => {
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+            let _ = report.write(&mut out, &mut err);
+            if report.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pharos check config`: each file as `promtool check config` checks it —
+/// the whole config (scrape jobs, Alertmanagers, the `pharos:` section) —
+/// then the rule files it names, relative to its directory.
+fn check_config(files: &[PathBuf]) -> ExitCode {
+    use std::io::Write as _;
+    let mut ok = true;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for f in files {
+        let _ = writeln!(out, "Checking {}", f.display());
+        let cfg = Config::load(f).and_then(|c| c.alertmanagers(f).map(|_| c));
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(err, "  FAILED: {e}");
+                let _ = writeln!(out);
+                ok = false;
+                continue;
+            }
+        };
+        let base = f.parent().unwrap_or(std::path::Path::new(""));
+        let rule_files = match pharos_alerting::rules::expand_globs(&cfg.rule_globs(base)) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(err, "  FAILED: {e}");
+                let _ = writeln!(out);
+                ok = false;
+                continue;
+            }
+        };
+        if !cfg.rule_files.is_empty() {
+            let _ = writeln!(out, "  SUCCESS: {} rule files found", rule_files.len());
+        }
+        let _ = writeln!(
+            out,
+            " SUCCESS: {} is valid prometheus config file syntax",
+            f.display()
+        );
+        let _ = writeln!(out);
+        match pharos_alerting::rules::check_rule_files(&rule_files) {
+            Ok(report) => {
+                let _ = report.write(&mut out, &mut err);
+                ok &= report.success();
+            }
+            Err(e) => {
+                let _ = writeln!(err, "  FAILED: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

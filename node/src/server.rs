@@ -25,11 +25,12 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::web::{TlsServerConfig, WebConfig};
-use crate::config::{mask_secrets, Config, ConfigError, FsyncMode};
+use crate::config::{Config, ConfigError, FsyncMode};
 use crate::http::auth::BasicAuth;
 use crate::http::{AppState, ServerInfo, Settings};
 use crate::metrics::Metrics;
-use crate::sink::{LocalSink, MetadataStore};
+use crate::services::{ReloadError, Services};
+use crate::sink::{LocalSink, MetadataStore, WriteSink};
 
 /// How long in-flight requests may run after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,6 +57,8 @@ pub enum ServerError {
     Tls(String),
     #[error("closing storage: {0}")]
     Close(pharos_storage::StorageError),
+    #[error(transparent)]
+    Services(ReloadError),
     #[error("{0}")]
     Internal(String),
 }
@@ -266,30 +269,61 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
             .unwrap_or(0),
     );
     let metadata = Arc::new(MetadataStore::new(MAX_METADATA_FAMILIES));
-    let config_yaml = match &opts.config_file {
-        Some((_, text)) => match serde_yaml::from_str::<serde_yaml::Value>(text) {
-            Ok(mut v) => {
-                mask_secrets(&mut v);
-                serde_yaml::to_string(&v).unwrap_or_default()
-            }
-            Err(_) => String::new(),
-        },
-        None => serde_yaml::to_string(cfg).unwrap_or_default(),
+    let addr = cfg.pharos.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+
+    let settings = Settings {
+        remote_write: cfg.pharos.remote_write_receiver.clone(),
+        query: cfg.pharos.query.clone(),
+        web: cfg.pharos.web.clone(),
     };
+    let queryable: Arc<dyn pharos_query::queryable::Queryable> = db.clone();
+    let sink: Arc<dyn WriteSink> = Arc::new(LocalSink::new(Arc::clone(&db), Arc::clone(&metadata)));
+    let external_url = cfg
+        .pharos
+        .web
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_string();
+    let services = match Services::start(
+        cfg,
+        opts.config_file
+            .as_ref()
+            .map(|(p, t)| (p.as_path(), t.as_str())),
+        Arc::clone(&queryable),
+        Arc::clone(&sink),
+        settings.engine_options(),
+        external_url,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            let db = Arc::clone(&db);
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(maintenance);
+                db.sync()
+            })
+            .await;
+            return Err(ServerError::Services(e));
+        }
+    };
+
     let state = Arc::new(AppState {
-        queryable: db.clone(),
-        sink: Arc::new(LocalSink::new(Arc::clone(&db), Arc::clone(&metadata))),
+        queryable,
+        sink,
+        services,
         metadata,
         db: Arc::clone(&db),
         metrics,
-        settings: Settings {
-            remote_write: cfg.pharos.remote_write_receiver.clone(),
-            query: cfg.pharos.query.clone(),
-            web: cfg.pharos.web.clone(),
-        },
+        settings,
         info: ServerInfo {
             start_time: now,
-            config_yaml,
             flags: opts.flags.clone(),
             storage_retention: retention_string(t),
         },
@@ -304,13 +338,6 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         )),
     });
 
-    let addr = cfg.pharos.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
     tracing::info!(
         listen = %local,
         tls = tls.is_some(),
@@ -405,6 +432,8 @@ async fn serve(
     {
         tracing::warn!("in-flight requests still running after {DRAIN_TIMEOUT:?}; closing anyway");
     }
+    // Scrapes and rule evaluations write; they stop before storage closes.
+    state.services.shutdown().await;
     // Everything acknowledged must be on disk before we exit, whatever the
     // fsync policy. Stopping maintenance waits for a round in progress.
     let result = tokio::task::spawn_blocking(move || {

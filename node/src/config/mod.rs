@@ -52,8 +52,9 @@ pub enum ConfigError {
 pub struct Config {
     #[serde(default)]
     pub global: GlobalConfig,
+    /// Typed and validated by the scraper's own types.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scrape_configs: Vec<ScrapeConfig>,
+    pub scrape_configs: Vec<crate::scrape::config::ScrapeConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scrape_config_files: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,7 +94,7 @@ pub struct GlobalConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrape_failure_log_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_size_limit: Option<String>,
+    pub body_size_limit: Option<crate::scrape::config::ByteSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,34 +203,6 @@ macro_rules! sd_fields {
             }
         }
     };
-}
-
-sd_fields! {
-    /// One `scrape_configs` entry (accepted; scraping arrives with issue 5).
-    pub struct ScrapeConfig {
-        pub job_name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub honor_labels: Option<bool>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub honor_timestamps: Option<bool>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub track_timestamps_staleness: Option<bool>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub params: Option<Value>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub scrape_interval: Option<PromDuration>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub scrape_timeout: Option<PromDuration>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub scrape_protocols: Option<Vec<String>>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub scrape_classic_histograms: Option<bool>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub metrics_path: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub scheme: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub enable_compression: Option<bool>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub body_size_limit: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub sample_limit: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub target_limit: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub label_limit: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub label_name_length_limit: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub label_value_length_limit: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub native_histogram_bucket_limit: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")] pub keep_dropped_targets: Option<u64>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")] pub relabel_configs: Vec<Value>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")] pub metric_relabel_configs: Vec<Value>,
-    }
 }
 
 /// A `static_configs` entry.
@@ -355,6 +328,13 @@ pub struct WebSettings {
     pub max_request_body_bytes: usize,
     /// Slower requests are logged at info level. Default 10s.
     pub slow_request_log_threshold: PromDuration,
+    /// The URL users reach this node under (flag `--web.external-url`),
+    /// used in alerts' `generatorURL` and `$externalURL`. Default
+    /// `http://<listen address>`.
+    pub external_url: Option<String>,
+    /// Serve `POST /-/reload` and `/-/quit` (flag
+    /// `--web.enable-lifecycle`). Default false, as Prometheus.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for WebSettings {
@@ -364,6 +344,8 @@ impl Default for WebSettings {
             enable_admin_api: false,
             max_request_body_bytes: 8 << 20,
             slow_request_log_threshold: PromDuration::from_secs(10),
+            external_url: None,
+            enable_lifecycle: false,
         }
     }
 }
@@ -530,6 +512,9 @@ impl Config {
         }
         let de = serde_yaml::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| yaml_error(path, e))?;
+        // The scraper's checks (job names, intervals, auth, label names)
+        // name the line of the offending job.
+        crate::scrape::config::ScrapeFile::parse(text, path)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -548,18 +533,6 @@ impl Config {
             path: path.to_path_buf(),
             msg,
         };
-        let mut jobs = std::collections::HashSet::new();
-        for sc in &self.scrape_configs {
-            if sc.job_name.is_empty() {
-                return Err(semantic("scrape_configs: job_name is empty".into()));
-            }
-            if !jobs.insert(sc.job_name.as_str()) {
-                return Err(semantic(format!(
-                    "scrape_configs: found multiple scrape configs with job name {:?}",
-                    sc.job_name
-                )));
-            }
-        }
         for name in self.global.external_labels.keys() {
             if !pharos_storage::labels::is_valid_label_name(name) {
                 return Err(semantic(format!(
@@ -598,14 +571,57 @@ impl Config {
     /// not act on yet, each with the reason (the server logs them).
     pub fn inert_sections(&self) -> Vec<(&'static str, &'static str)> {
         let mut out = Vec::new();
-        if !self.scrape_configs.is_empty() || !self.scrape_config_files.is_empty() {
-            out.push(("scrape_configs", "scraping is not implemented yet"));
+        if !self.scrape_config_files.is_empty() {
+            out.push((
+                "scrape_config_files",
+                "scrape configs in separate files are not read yet; put the jobs in scrape_configs",
+            ));
         }
-        if !self.rule_files.is_empty() {
-            out.push(("rule_files", "rule evaluation is not implemented yet"));
+        for sc in &self.scrape_configs {
+            for setting in sc.unsupported() {
+                out.push((
+                    setting,
+                    "this scrape_configs setting is accepted and ignored",
+                ));
+            }
         }
-        if self.alerting.is_some() {
-            out.push(("alerting", "alerting is not implemented yet"));
+        if let Some(a) = &self.alerting {
+            if !a.alert_relabel_configs.is_empty() {
+                out.push((
+                    "alerting.alert_relabel_configs",
+                    "alerts are sent without relabeling",
+                ));
+            }
+            for am in &a.alertmanagers {
+                if !am.relabel_configs.is_empty() || !am.alert_relabel_configs.is_empty() {
+                    out.push((
+                        "alerting.alertmanagers.relabel_configs",
+                        "Alertmanager targets and their alerts are not relabeled",
+                    ));
+                }
+                if !am.file_sd_configs.is_empty()
+                    || !am.dns_sd_configs.is_empty()
+                    || !am.kubernetes_sd_configs.is_empty()
+                    || !am.consul_sd_configs.is_empty()
+                {
+                    out.push((
+                        "alerting.alertmanagers",
+                        "only static_configs are used to find Alertmanagers",
+                    ));
+                }
+                if am.tls_config.is_some() || am.oauth2.is_some() || am.proxy_url.is_some() {
+                    out.push((
+                        "alerting.alertmanagers",
+                        "tls_config, oauth2 and proxy_url of Alertmanagers are ignored",
+                    ));
+                }
+            }
+        }
+        if self.global.rule_query_offset.is_some() {
+            out.push((
+                "global.rule_query_offset",
+                "set query_offset on each rule group instead",
+            ));
         }
         if !self.remote_write.is_empty() {
             out.push((
@@ -625,13 +641,110 @@ impl Config {
         if self.tracing.is_some() {
             out.push(("tracing", "trace export is not implemented"));
         }
-        if !self.global.external_labels.is_empty() {
-            out.push((
-                "global.external_labels",
-                "external labels are only used for federation and remote write, which Pharos does not do yet",
-            ));
-        }
         out
+    }
+
+    /// The scrape manager's settings: global defaults applied to every
+    /// job; relative `file_sd` paths resolve against `base_dir` (the config
+    /// file's directory).
+    pub fn scrape_settings(&self, base_dir: &Path) -> crate::scrape::config::ScrapeSettings {
+        use crate::scrape::config::{ScrapeFile, ScrapeGlobal};
+        let g = &self.global;
+        let file = ScrapeFile {
+            global: ScrapeGlobal {
+                scrape_interval: g.scrape_interval,
+                scrape_timeout: g.scrape_timeout,
+                external_labels: g.external_labels.clone(),
+                body_size_limit: g.body_size_limit,
+                sample_limit: g.sample_limit,
+                label_limit: g.label_limit,
+                label_name_length_limit: g.label_name_length_limit,
+                label_value_length_limit: g.label_value_length_limit,
+            },
+            scrape_configs: self.scrape_configs.clone(),
+        };
+        // `settings` takes the config file's path and uses its directory.
+        file.settings(&base_dir.join("prometheus.yml"))
+    }
+
+    /// `rule_files` patterns with relative ones made relative to
+    /// `base_dir`, as Prometheus resolves them against the config file's
+    /// directory.
+    pub fn rule_globs(&self, base_dir: &Path) -> Vec<String> {
+        self.rule_files
+            .iter()
+            .map(|g| {
+                if Path::new(g).is_absolute() || base_dir.as_os_str().is_empty() {
+                    g.clone()
+                } else {
+                    base_dir.join(g).to_string_lossy().into_owned()
+                }
+            })
+            .collect()
+    }
+
+    /// The Alertmanagers of `alerting.alertmanagers` (static targets), in
+    /// the notifier's form. `path` names the file in errors.
+    pub fn alertmanagers(
+        &self,
+        path: &Path,
+    ) -> Result<Vec<pharos_alerting::notifier::AlertmanagerConfig>, ConfigError> {
+        use pharos_alerting::notifier as n;
+        let Some(a) = &self.alerting else {
+            return Ok(Vec::new());
+        };
+        let semantic = |i: usize, msg: String| ConfigError::Semantic {
+            path: path.to_path_buf(),
+            msg: format!("alerting.alertmanagers[{i}]: {msg}"),
+        };
+        // `AlertmanagerYaml` is not exported by pharos-alerting, so the
+        // entries are rebuilt as YAML in its shape and deserialized.
+        let mut list = Vec::new();
+        for (i, am) in a.alertmanagers.iter().enumerate() {
+            let mut m = serde_yaml::Mapping::new();
+            let mut put = |k: &str, v: Value| {
+                m.insert(Value::String(k.into()), v);
+            };
+            if let Some(s) = &am.scheme {
+                put("scheme", Value::String(s.clone()));
+            }
+            if let Some(p) = &am.path_prefix {
+                put("path_prefix", Value::String(p.clone()));
+            }
+            if let Some(t) = am.timeout {
+                put("timeout", Value::String(t.to_string()));
+            }
+            if let Some(v) = &am.api_version {
+                put("api_version", Value::String(v.clone()));
+            }
+            if let Some(v) = &am.basic_auth {
+                put("basic_auth", v.clone());
+            }
+            if let Some(v) = &am.authorization {
+                put("authorization", v.clone());
+            }
+            if let Some(v) = &am.bearer_token {
+                put("bearer_token", v.clone());
+            }
+            let statics = am
+                .static_configs
+                .iter()
+                .map(|s| serde_yaml::to_value(s).map_err(|e| semantic(i, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()?;
+            put("static_configs", Value::Sequence(statics));
+            list.push(Value::Mapping(m));
+        }
+        let mut top = serde_yaml::Mapping::new();
+        top.insert(Value::String("alertmanagers".into()), Value::Sequence(list));
+        let cfg: n::AlertingConfig =
+            serde_yaml::from_value(Value::Mapping(top)).map_err(|e| ConfigError::Semantic {
+                path: path.to_path_buf(),
+                msg: format!("alerting.alertmanagers: {e}"),
+            })?;
+        cfg.resolve().map_err(|msg| ConfigError::Semantic {
+            path: path.to_path_buf(),
+            msg: format!("alerting.alertmanagers: {msg}"),
+        })
     }
 }
 
@@ -719,7 +832,7 @@ storage:
         let c = Config::parse(PROMETHEUS_YML, Path::new("prometheus.yml")).unwrap();
         assert_eq!(c.scrape_configs.len(), 2);
         assert_eq!(c.global.scrape_interval, Some(PromDuration(15_000)));
-        assert_eq!(c.scrape_configs[1].kubernetes_sd_configs.len(), 1);
+        assert!(c.scrape_configs[1].kubernetes_sd_configs.is_some());
         assert_eq!(
             c.storage.unwrap().tsdb.unwrap().out_of_order_time_window,
             Some(PromDuration(600_000))
@@ -733,14 +846,12 @@ storage:
     fn inert_sections_are_listed() {
         let c = Config::parse(PROMETHEUS_YML, Path::new("p.yml")).unwrap();
         let names: Vec<&str> = c.inert_sections().iter().map(|s| s.0).collect();
-        for n in [
-            "scrape_configs",
-            "rule_files",
-            "alerting",
-            "remote_write",
-            "remote_read",
-        ] {
+        for n in ["remote_write", "remote_read", "kubernetes_sd_configs"] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        // Scraping, rules and alerting are acted on now.
+        for n in ["scrape_configs", "rule_files", "alerting"] {
+            assert!(!names.contains(&n), "{n} listed in {names:?}");
         }
     }
 
@@ -793,10 +904,13 @@ storage:
     #[test]
     fn semantic_errors() {
         let dup = "scrape_configs:\n  - job_name: a\n  - job_name: a\n";
-        assert!(matches!(
-            Config::parse(dup, Path::new("c.yml")),
-            Err(ConfigError::Semantic { .. })
-        ));
+        match Config::parse(dup, Path::new("c.yml")) {
+            Err(ConfigError::Invalid { line, field, .. }) => {
+                assert_eq!(line, 2);
+                assert_eq!(field, "scrape_configs[1].job_name");
+            }
+            other => panic!("{other:?}"),
+        }
         let zero = "pharos:\n  query:\n    max_points_per_series: 0\n";
         assert!(Config::parse(zero, Path::new("c.yml")).is_err());
     }

@@ -15,6 +15,7 @@ pub mod json;
 pub mod meta;
 pub mod params;
 pub mod query;
+pub mod services;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -71,8 +72,6 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
     pub start_time: SystemTime,
-    /// The configuration as loaded, secrets masked.
-    pub config_yaml: String,
     pub flags: BTreeMap<String, String>,
     /// Retention as Prometheus prints it (`15d`, `1GiB`, `15d or 1GiB`).
     pub storage_retention: String,
@@ -82,6 +81,8 @@ pub struct ServerInfo {
 pub struct AppState {
     pub queryable: Arc<dyn Queryable>,
     pub sink: Arc<dyn WriteSink>,
+    /// Scraping, rules and notifications, and config reloads.
+    pub services: Arc<crate::services::Services>,
     pub metadata: Arc<MetadataStore>,
     /// This node's storage, for node-local status only.
     pub db: Arc<Db>,
@@ -123,8 +124,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/admin/tsdb/delete_series",
             post(status::delete_series).put(status::delete_series),
         )
-        .route("/api/v1/rules", get(status::rules))
-        .route("/api/v1/alerts", get(status::alerts))
+        .route("/api/v1/rules", get(services::rules).post(services::rules))
+        .route("/api/v1/alerts", get(services::alerts))
+        .route("/api/v1/targets", get(services::targets))
+        .route("/api/v1/targets/metadata", get(services::targets_metadata))
+        .route("/-/reload", post(services::reload).put(services::reload))
         .route("/api/v1/write", post(crate::remote_write::handle))
         .route("/api/v1/read", post(crate::remote_read::handle))
         .route("/federate", get(federate::federate))

@@ -114,22 +114,10 @@ pub async fn flags(State(st): State<Arc<AppState>>) -> Response {
 /// `GET /api/v1/status/config`.
 pub async fn config(State(st): State<Arc<AppState>>) -> Response {
     json_ok(json::success(
-        &obj(&[("yaml", s(&st.info.config_yaml))]),
+        &obj(&[("yaml", s(&st.services.config_yaml()))]),
         &[],
         &[],
     ))
-}
-
-/// `GET /api/v1/rules`: Pharos evaluates no rules yet (`rule_files` is
-/// accepted and not acted on), so the list of groups is empty. Grafana's
-/// alerting UI asks for it.
-pub async fn rules() -> Response {
-    json_ok(json::success(r#"{"groups":[]}"#, &[], &[]))
-}
-
-/// `GET /api/v1/alerts`: no rules, so no alerts.
-pub async fn alerts() -> Response {
-    json_ok(json::success(r#"{"alerts":[]}"#, &[], &[]))
 }
 
 /// Cardinality of the head, as Prometheus's TSDB status page reports it.

@@ -11,4 +11,5 @@ mod prometheus;
 mod remote_read;
 mod remote_write;
 mod scrape;
+mod scrape_alerting;
 mod security;
