@@ -487,6 +487,64 @@ mod tests {
         assert_eq!(ends, vec![1_240_000, 1_310_000, 1_100_000]);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn running_groups_survive_a_bad_reload_and_pick_up_a_good_one() {
+        let (_head, m) = setup(Arc::new(crate::eval::AlwaysLeader));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.yml");
+        let good = "groups:\n  - name: g\n    interval: 100ms\n    rules:\n      - record: a\n        expr: vector(1)\n";
+        std::fs::write(&f, good).unwrap();
+        m.load(&[f.to_string_lossy().to_string()]).unwrap();
+        m.start().unwrap();
+        let last = |m: &RuleManager| m.groups()[0].last_evaluation_ms;
+        let wait_past = |m: &Arc<RuleManager>, t: i64| {
+            let m = m.clone();
+            async move {
+                for _ in 0..50 {
+                    if last(&m) > t {
+                        return last(&m);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!("group not evaluated after {t}");
+            }
+        };
+        let t1 = wait_past(&m, 0).await;
+        std::fs::write(
+            &f,
+            "groups:\n  - name: g\n    rules:\n      - record: a\n        expr: (\n",
+        )
+        .unwrap();
+        assert!(m.reload().is_err());
+        // The old group keeps running.
+        let t2 = wait_past(&m, t1).await;
+        std::fs::write(
+            &f,
+            format!("{good}      - record: b\n        expr: a * 2\n"),
+        )
+        .unwrap();
+        m.reload().unwrap();
+        wait_past(&m, t2).await;
+        let g = m.groups();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].rules.len(), 2);
+        let b = &g[0].rules[1];
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while m.groups()[0].rules[1].last_evaluation_ms == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "new rule never evaluated: {b:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        m.stop();
+        // Let an evaluation already in flight finish.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let stopped_at = last(&m);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(last(&m), stopped_at, "stop() ends evaluation");
+    }
+
     #[tokio::test]
     async fn a_deposed_leader_sends_nothing() {
         use crate::notifier::{AlertmanagerConfig, NotifierOptions};
