@@ -23,6 +23,9 @@ use crate::rules::{duplicate_rules, load_globs, RuleError};
 pub struct ManagerOptions {
     /// `global.evaluation_interval`. Default 1m.
     pub default_interval_ms: i64,
+    /// `global.rule_query_offset`, for groups without `query_offset`.
+    /// Default 0.
+    pub default_query_offset_ms: i64,
     pub external_labels: Labels,
     /// The node's external URL (for `generatorURL`, `$externalURL`).
     pub external_url: String,
@@ -39,6 +42,7 @@ impl Default for ManagerOptions {
     fn default() -> Self {
         ManagerOptions {
             default_interval_ms: 60_000,
+            default_query_offset_ms: 0,
             external_labels: Labels::empty(),
             external_url: "http://localhost:9090".into(),
             outage_tolerance_ms: 3_600_000,
@@ -149,7 +153,9 @@ impl RuleManager {
         }
         let old = self.groups.read().clone();
         let mut new = Vec::with_capacity(loaded.len());
-        for g in loaded {
+        for mut g in loaded {
+            g.query_offset_ms
+                .get_or_insert(self.opts.default_query_offset_ms);
             let mut ng = Group::new(g, self.opts.default_interval_ms);
             let prev = old.iter().find(|o| o.lock().key() == ng.key());
             match prev {
