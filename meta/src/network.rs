@@ -3,12 +3,15 @@
 //!
 //! [`MemRouter`] delivers each RPC by calling the target's `Raft` handle
 //! directly. Tests cut links with [`MemRouter::isolate`] and
-//! [`MemRouter::partition`]: an RPC across a cut link fails with
-//! `Unreachable` as a dropped connection would, in both directions.
+//! [`MemRouter::partition`] (an RPC across a cut link fails with
+//! `Unreachable` as a dropped connection would, in both directions), lose
+//! messages with [`MemRouter::drop_one_in`] and slow them with
+//! [`MemRouter::set_delay`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -34,6 +37,10 @@ struct RouterInner {
     nodes: BTreeMap<NodeId, MetaRaft>,
     /// Unordered pairs that cannot talk.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Drop one RPC in this many (0: none), deterministically by count.
+    drop_one_in: u64,
+    sent: u64,
+    delay: Duration,
 }
 
 /// An in-process network of Raft nodes. Clones share the same network.
@@ -83,9 +90,19 @@ impl MemRouter {
         }
     }
 
-    /// Restores every link.
+    /// Restores every link (drops and delays stay as set).
     pub fn heal(&self) {
         self.inner.lock().cut.clear();
+    }
+
+    /// Loses one RPC in `n` (its request never arrives); 0 turns it off.
+    pub fn drop_one_in(&self, n: u64) {
+        self.inner.lock().drop_one_in = n;
+    }
+
+    /// Delays every RPC by `d` before delivery.
+    pub fn set_delay(&self, d: Duration) {
+        self.inner.lock().delay = d;
     }
 
     /// The network as seen from node `from`.
@@ -97,7 +114,15 @@ impl MemRouter {
     }
 
     fn route(&self, from: NodeId, to: NodeId) -> Result<MetaRaft, Undeliverable> {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
+        inner.sent += 1;
+        if inner.drop_one_in > 0 && inner.sent % inner.drop_one_in == 0 {
+            return Err(Undeliverable {
+                from,
+                to,
+                why: "dropped",
+            });
+        }
         if inner.cut.contains(&pair(from, to)) {
             return Err(Undeliverable {
                 from,
@@ -143,7 +168,11 @@ pub struct MemConnection {
 }
 
 impl MemConnection {
-    fn target(&self) -> Result<MetaRaft, Unreachable<TypeConfig>> {
+    async fn target(&self) -> Result<MetaRaft, Unreachable<TypeConfig>> {
+        let delay = self.router.inner.lock().delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         self.router
             .route(self.from, self.to)
             .map_err(|e| Unreachable::new(&e))
@@ -152,7 +181,15 @@ impl MemConnection {
     /// Re-checks the link after the call, so a partition that starts while
     /// a request is in flight drops its response too.
     fn recheck(&self) -> Result<(), Unreachable<TypeConfig>> {
-        self.target().map(|_| ())
+        let inner = self.router.inner.lock();
+        if inner.cut.contains(&pair(self.from, self.to)) {
+            return Err(Unreachable::new(&Undeliverable {
+                from: self.from,
+                to: self.to,
+                why: "link cut while in flight",
+            }));
+        }
+        Ok(())
     }
 }
 
@@ -165,7 +202,8 @@ impl RaftNetworkV2<TypeConfig> for MemConnection {
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let resp = self
-            .target()?
+            .target()
+            .await?
             .append_entries(rpc)
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -179,7 +217,8 @@ impl RaftNetworkV2<TypeConfig> for MemConnection {
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let resp = self
-            .target()?
+            .target()
+            .await?
             .vote(rpc)
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -193,7 +232,8 @@ impl RaftNetworkV2<TypeConfig> for MemConnection {
         _option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let resp = self
-            .target()?
+            .target()
+            .await?
             .pre_vote(rpc)
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -209,7 +249,8 @@ impl RaftNetworkV2<TypeConfig> for MemConnection {
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let resp = self
-            .target()?
+            .target()
+            .await?
             .install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;

@@ -435,3 +435,32 @@ async fn drained_node_is_removed() {
         .unwrap();
     c.shutdown().await;
 }
+
+/// A lossy, slow network: writes still commit and every node converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_slow_network_still_converges() {
+    let c = Cluster::start(3).await;
+    c.router.drop_one_in(4);
+    c.router.set_delay(Duration::from_millis(3));
+    let mut leader = c.leader(&[1, 2, 3]).await;
+    for i in 0..20 {
+        let ns = format!("lossy{i}");
+        // A lost message can cost the leader its term: retry at the new one.
+        let mut tries = 0;
+        loop {
+            match c.client(leader).propose(rules(&ns)).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tries += 1;
+                    assert!(tries < 20, "{ns}: {e}");
+                    leader = c.leader(&[1, 2, 3]).await;
+                }
+            }
+        }
+    }
+    c.until(&[1, 2, 3], "all writes everywhere", |s| {
+        (0..20).all(|i| s.rule_groups.contains_key(&format!("lossy{i}")))
+    })
+    .await;
+    c.shutdown().await;
+}
