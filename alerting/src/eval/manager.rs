@@ -252,7 +252,8 @@ impl RuleManager {
         let mut out = Vec::new();
         let interval = g.interval_ms;
         for r in &mut g.rules {
-            let expr = r.def.expr_text.clone();
+            // Prometheus links the canonical form of the expression.
+            let expr = r.def.expr.to_string();
             let RuleState::Alerting(a) = &mut r.state else {
                 continue;
             };
