@@ -6,7 +6,8 @@
 //! label set after templating; a resolved alert is kept for 15 minutes so
 //! it is sent as resolved; alert samples are produced only once the rule is
 //! *restored* (so a restarting node does not write `ALERTS` with a fresh
-//! `for` timer before it has read the old one).
+//! `for` timer before it has read the old one). The series are described in
+//! `alerting/docs/alert-state.md`.
 
 use std::collections::{BTreeMap, HashMap};
 
