@@ -1,6 +1,7 @@
 //! `pharos-node`: the `pharos` server. Wires storage and query into one
 //! process: configuration, the Prometheus-compatible HTTP API, the
-//! remote-write receiver, remote read, and the node's own metrics.
+//! remote-write receiver, remote read, scraping, rule evaluation and
+//! Alertmanager notifications ([`services`]), and the node's own metrics.
 //!
 //! Owns: everything between the socket and the two seams it talks through —
 //! [`pharos_query::queryable::Queryable`] for reads and [`sink::WriteSink`]

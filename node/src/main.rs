@@ -1,6 +1,8 @@
 //! `pharos`: the command-line entry point. Parses flags, loads the
-//! configuration, sets up logging, runs a node until SIGINT/SIGTERM, and
-//! exits non-zero with a readable message on any startup error.
+//! configuration, sets up logging, runs a node until SIGINT/SIGTERM
+//! (reloading the config on SIGHUP), and exits non-zero with a readable
+//! message on any startup error. Also the `promtool`-like `check rules`,
+//! `check config` and `test rules` subcommands.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,7 +39,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node: storage under --data-dir, the Prometheus HTTP API,
-    /// the remote-write receiver and remote read on --listen.
+    /// the remote-write receiver and remote read on --listen, and the
+    /// scraping, rules and Alertmanager notifications of --config.
     Server(ServerArgs),
     /// Run a local multi-node cluster (not available yet: exits with an
     /// error; use `pharos server` for a single node).

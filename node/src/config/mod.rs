@@ -7,10 +7,14 @@
 //! Pharos accepts but does not act on yet (logged as warnings by the server).
 //! Must not: open storage, bind sockets or start anything.
 //!
-//! Depth of validation: the top-level fields of `global`, `scrape_configs`,
-//! `remote_write`, `remote_read`, `storage` and `alerting` are checked by
-//! name and type; the inside of service-discovery, relabeling, TLS and auth
-//! blocks is accepted as opaque YAML until the scraper (issue 5) acts on it.
+//! Depth of validation: `scrape_configs` is typed and validated by the
+//! scraper's own types ([`crate::scrape::config`]), including relabeling,
+//! TLS and auth, with errors naming the job's line; the top-level fields of
+//! `global`, `remote_write`, `remote_read`, `storage` and `alerting` are
+//! checked by name and type, and `alerting.alertmanagers` is checked by the
+//! notifier's types when the server (or `pharos check config`) resolves it
+//! ([`Config::alertmanagers`]). Unimplemented service discovery is accepted
+//! as opaque YAML and listed by [`Config::inert_sections`].
 
 pub mod duration;
 pub mod web;
@@ -928,6 +932,36 @@ storage:
         let s = serde_yaml::to_string(&v).unwrap();
         assert!(!s.contains("hunter2"));
         assert!(s.contains("<secret>"));
+    }
+
+    #[test]
+    fn scrape_rules_and_alerting_resolve() {
+        let text = "global:\n  scrape_interval: 5s\n  external_labels: {site: a}\nrule_files: ['rules/*.yml', '/abs/r.yml']\nalerting:\n  alertmanagers:\n    - path_prefix: am\n      timeout: 3s\n      basic_auth: {username: u, password: p}\n      static_configs: [{targets: ['h:9093', 'i:9093']}]\nscrape_configs:\n  - job_name: j\n    static_configs: [{targets: ['t:1']}]\n";
+        let path = Path::new("/etc/pharos/prometheus.yml");
+        let c = Config::parse(text, path).unwrap();
+        let s = c.scrape_settings(Path::new("/etc/pharos"));
+        assert_eq!(s.jobs.len(), 1);
+        assert_eq!(s.jobs[0].interval, std::time::Duration::from_secs(5));
+        assert_eq!(s.external_labels.get("site").map(String::as_str), Some("a"));
+        assert_eq!(s.base_dir, PathBuf::from("/etc/pharos"));
+        assert_eq!(
+            c.rule_globs(Path::new("/etc/pharos")),
+            vec!["/etc/pharos/rules/*.yml".to_string(), "/abs/r.yml".into()]
+        );
+        let ams = c.alertmanagers(path).unwrap();
+        assert_eq!(ams.len(), 2);
+        assert_eq!(ams[1].alerts_url(), "http://i:9093/am/api/v2/alerts");
+        assert_eq!(ams[0].timeout, std::time::Duration::from_secs(3));
+        let bad = "alerting:\n  alertmanagers:\n    - scheme: gopher\n      static_configs: [{targets: ['h:1']}]\n";
+        let c = Config::parse(bad, path).unwrap();
+        let e = c.alertmanagers(path).unwrap_err().to_string();
+        assert!(e.contains("/etc/pharos/prometheus.yml"), "{e}");
+        assert!(e.contains("gopher"), "{e}");
+        // Scrape settings are checked when the file is parsed.
+        let bad =
+            "scrape_configs:\n  - job_name: j\n    scrape_interval: 5s\n    scrape_timeout: 10s\n";
+        let e = Config::parse(bad, path).unwrap_err().to_string();
+        assert!(e.contains("scrape_timeout"), "{e}");
     }
 
     /// The commented example shipped in the repository stays valid.
