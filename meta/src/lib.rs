@@ -5,6 +5,29 @@
 //! no data of the time-series path: it decides who owns what, and records
 //! what exists.
 //!
+//! Invariants:
+//! - Every change goes through the Raft log as a [`types::Command`] and is
+//!   applied by the pure [`types::MetaState::apply`]; a refused command is a
+//!   replicated [`types::Rejection`], identical on every node.
+//! - Shard changes are compare-and-set on the shard's epoch; the epoch grows
+//!   on every change, so a request routed with an old map is redirected
+//!   ([`types::ShardMap::check_epoch`]), never silently applied.
+//! - A replica is moved by adding the new one (pending), waiting for its
+//!   node to report `ShardReplicaCaughtUp`, then removing the old one.
+//! - The Raft log and vote are fsynced before an operation is reported; a
+//!   proposal's result is returned only after the state containing it is
+//!   visible through [`MetaClient::state`] on the proposing node.
+//!
+//! Must not: evaluate rules, touch time-series data, or block a Tokio worker
+//! on disk I/O (fsync runs on `spawn_blocking`).
+//!
+//! Wiring (for `pharos-node`): share one [`grpc::Channels`] between
+//! [`grpc::GrpcNetworkFactory`], [`grpc::MetaRaftService`] and
+//! [`grpc::GrpcMetaClient`]; `MetaNode::start(cfg, factory)`; serve
+//! `MetaRaftService::new(node, channels).into_server()`; then, unless
+//! `node.is_initialized()`, `node.bootstrap()` on the first node or
+//! [`grpc::join_cluster`]`(seed, id, addr)` on the others.
+//!
 //! Layout:
 //! - [`types`]: the replicated data model and [`types::Command`];
 //! - [`state_machine`]: the deterministic `apply` (pure, no I/O);

@@ -5,7 +5,7 @@
 //!
 //! `raft.log` is a sequence of records, each
 //! `len: u32 LE | crc32c(payload): u32 LE | payload` where the payload is
-//! the JSON of a [`Record`]: a log entry, a vote, the committed log id, a
+//! the JSON of a `Record`: a log entry, a vote, the committed log id, a
 //! truncation (`TruncateAfter`) or a purge. Replaying the records in order
 //! rebuilds the in-memory view; a record cut short or failing its CRC can
 //! only be the tail of a write that a crash interrupted (every write is
