@@ -206,6 +206,21 @@ fn tls_acceptor(tls: &TlsServerConfig) -> Result<tokio_rustls::TlsAcceptor, Serv
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
+/// Prometheus's default `--web.external-url`: `http://<host>:<port>`,
+/// with the machine's host name when listening on all addresses.
+fn default_external_url(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_string());
+        format!("http://{host}:{}", local.port())
+    } else {
+        format!("http://{local}")
+    }
+}
+
 /// Opens storage, binds the listen address and starts serving.
 pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
     let cfg = &opts.config;
@@ -289,7 +304,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         .web
         .external_url
         .clone()
-        .unwrap_or_else(|| format!("http://{local}"))
+        .unwrap_or_else(|| default_external_url(local))
         .trim_end_matches('/')
         .to_string();
     let services = match Services::start(

@@ -298,10 +298,18 @@ async fn scrape_rules_alertmanager_and_reload() {
     let r = query(addr, r#"up{job="self"}"#).await;
     assert_eq!(r.len(), 1, "old target stopped after a rejected reload");
 
-    // A changed config: job `self` is replaced by `other`.
-    std::fs::write(&cfg, config(addr.port(), am_addr.port(), &data, "other")).unwrap();
+    // Reloading the unchanged file succeeds and keeps the target.
     let r = request(addr, "POST", "/-/reload", &[], b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
+
+    // A changed config, applied on SIGHUP: job `self` is replaced by `other`.
+    std::fs::write(&cfg, config(addr.port(), am_addr.port(), &data, "other")).unwrap();
+    let pid = pharos.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
     wait_for("the new target scraped", deadline, || async {
         let r = query(addr, r#"up{job="other"}"#).await;
         (r.len() == 1 && r[0]["value"][1] == "1").then_some(())
@@ -324,7 +332,6 @@ async fn scrape_rules_alertmanager_and_reload() {
         .contains("job_name: other"));
 
     // SIGTERM: a clean exit.
-    let pid = pharos.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -459,6 +466,25 @@ fn check_and_test_subcommands() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+
+    // The server refuses to start on a bad rule file, naming it.
+    let srv = d.join("srv.yml");
+    std::fs::write(
+        &srv,
+        format!(
+            "rule_files: ['bad.yml']\npharos:\n  listen: 127.0.0.1:0\n  data_dir: {}\n",
+            d.join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--config"])
+        .arg(&srv)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("bad.yml"), "{e}");
 
     // Help texts name the subcommands.
     let out = Command::new(BIN)
