@@ -529,12 +529,18 @@ fn bench_scrape_ingest_vs_prometheus() {
         rt.block_on(async {
             tokio::time::sleep(warmup).await;
             let name = "prometheus_tsdb_head_samples_appended_total{type=\"float\"}";
-            let s0 = prom_counter(prom_addr, name).await;
-            let c0 = cpu_seconds(&pid);
+            // Rates over each reading's own window: the counter is read over
+            // HTTP from a busy process, so its window can drift from the CPU
+            // readings'.
+            let c0 = (cpu_seconds(&pid), Instant::now());
+            let s0 = (prom_counter(prom_addr, name).await, Instant::now());
             tokio::time::sleep(window).await;
-            let c1 = cpu_seconds(&pid);
-            let s1 = prom_counter(prom_addr, name).await;
-            (c1 - c0, s1 - s0)
+            let c1 = (cpu_seconds(&pid), Instant::now());
+            let s1 = (prom_counter(prom_addr, name).await, Instant::now());
+            let cpu_rate = (c1.0 - c0.0) / (c1.1 - c0.1).as_secs_f64();
+            let sample_rate = (s1.0 - s0.0) / (s1.1 - s0.1).as_secs_f64();
+            let secs = window.as_secs_f64();
+            (cpu_rate * secs, sample_rate * secs)
         })
     };
     drop(prom);
