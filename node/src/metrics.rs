@@ -128,6 +128,22 @@ impl Metrics {
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
+
+    /// The exposition with the metrics of `extra` appended: components
+    /// that are rebuilt on a config reload (the rule manager, the
+    /// notifier) register into a fresh registry per scrape instead of the
+    /// node's long-lived one.
+    pub fn encode_with(&self, extra: &Registry) -> Result<String, std::fmt::Error> {
+        let mut out = self.encode()?;
+        let mut more = String::new();
+        encode(&mut more, extra)?;
+        // One exposition has one `# EOF`, at the end.
+        if let Some(stripped) = out.strip_suffix("# EOF\n") {
+            out.truncate(stripped.len());
+        }
+        out.push_str(&more);
+        Ok(out)
+    }
 }
 
 impl Default for Metrics {
@@ -151,6 +167,15 @@ mod tests {
         assert!(text.contains("pharos_ingest_samples_total 3"), "{text}");
         assert!(text.contains(r#"pharos_ingest_samples_rejected_total{reason="out_of_order"} 2"#));
         assert!(text.contains(r#"pharos_http_request_duration_seconds_count{handler="query"} 1"#));
+        assert!(text.contains("pharos_head_series 7"));
+        assert!(text.ends_with("# EOF\n"));
+        let mut extra = Registry::default();
+        let c = Counter::<u64>::default();
+        c.inc();
+        extra.register("pharos_rules_evaluations", "x", c);
+        let text = m.encode_with(&extra).unwrap();
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.contains("pharos_rules_evaluations_total 1"), "{text}");
         assert!(text.contains("pharos_head_series 7"));
         assert!(text.ends_with("# EOF\n"));
     }

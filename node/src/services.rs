@@ -336,6 +336,15 @@ impl Services {
         Arc::clone(&self.rules.read().manager)
     }
 
+    /// Registers the current rule manager's and notifier's metrics
+    /// (`pharos_rules_*`, `pharos_notifier_*`) into `r`. Their counters
+    /// start again from zero when a reload rebuilds them.
+    pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        let rules = self.rules.read();
+        rules.manager.metrics.register(r);
+        rules.notifier.stats.register(r);
+    }
+
     /// The applied configuration as YAML, secrets masked.
     pub fn config_yaml(&self) -> String {
         self.config_yaml.read().clone()

@@ -162,7 +162,9 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let head = st.db.head();
     st.metrics.head_series.set(head.num_series() as i64);
-    match st.metrics.encode() {
+    let mut extra = prometheus_client::registry::Registry::default();
+    st.services.register_metrics(&mut extra);
+    match st.metrics.encode_with(&extra) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -238,6 +238,12 @@ async fn scrape_rules_alertmanager_and_reload() {
     assert_eq!(alerts[0]["state"], "firing");
     assert_eq!(alerts[0]["labels"]["alertname"], "SelfUp");
 
+    // Rule and notifier metrics are exposed, and were scraped.
+    let m = get(addr, "/metrics").await.text();
+    assert!(m.contains("pharos_rules_evaluations_total"), "{m}");
+    assert!(m.contains("pharos_notifier_alerts_sent_total"), "{m}");
+    assert_eq!(m.matches("# EOF").count(), 1);
+
     // Alertmanager has it once, with external labels and the generator URL.
     let received = wait_for("the alert in Alertmanager", deadline, || async {
         let r = get(am_addr, "/api/v2/alerts").await;
