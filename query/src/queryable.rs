@@ -3,7 +3,11 @@
 //! A single node implements it with storage's querier (head + blocks); the
 //! cluster fan-out and test fixtures implement it directly. Contract: the same
 //! as [`pharos_storage::querier::Querier`] (series sorted by labels, one per
-//! label set, chunks overlapping `[mint, maxt]`, a snapshot).
+//! label set, chunks overlapping `[mint, maxt]`, a snapshot). A source that
+//! knows samples' start timestamps returns them in
+//! `Series::start_timestamps` (the head does; blocks and sources that leave
+//! it `None` make `rate`, `increase`, `irate`, `resets` and
+//! `start_timestamp()` behave as for samples without one).
 
 use pharos_storage::labels::Matcher;
 use pharos_storage::querier::{Querier, SelectHints};
