@@ -220,7 +220,10 @@ impl Db {
             head_opts.chunk_range_ms = r;
         }
         let block_range = head_opts.chunk_range_ms.max(1);
-        let head = Arc::new(Head::new(head_opts));
+        // Completed head chunks live in mapped files under chunks_head/,
+        // emptied here and rebuilt by the replay below (the WAL is the
+        // source of truth; see storage/docs/head_chunks.md).
+        let head = Arc::new(Head::with_chunks_dir(head_opts, dir.join("chunks_head"))?);
         let mut report = OpenReport::default();
         std::fs::create_dir_all(&dir).map_err(|source| crate::block::BlockError::Io {
             path: dir.clone(),

@@ -55,6 +55,8 @@ mod series;
 mod st;
 
 #[cfg(test)]
+mod chunks_disk_tests;
+#[cfg(test)]
 mod mem_tests;
 #[cfg(test)]
 mod tests;
