@@ -18,17 +18,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::watch::WatchReceiver;
 use openraft::network::{NetSnapshot, RaftNetworkFactory};
-use openraft::Config;
+use openraft::{Config, Instant as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::error::MetaError;
 use crate::log_store::LogStore;
 use crate::planner::{plan_step, PlannerConfig};
 use crate::raft::{BasicNode, MetaRaft, TypeConfig};
 use crate::sm_store::StateMachineStore;
-use crate::types::{Command, MetaState, NodeId};
+use crate::types::{Command, MetaState, NodeId, NodeState};
 
 /// Settings of one meta node.
 #[derive(Debug, Clone)]
@@ -50,11 +52,17 @@ pub struct MetaNodeConfig {
     /// Log entries kept behind a snapshot, so slightly lagging followers
     /// catch up from the log instead of a full snapshot.
     pub keep_logs_behind_snapshot: u64,
+    /// The leader marks a member `Down` (and the planner replaces its
+    /// replicas) after this long without a heartbeat acknowledgement;
+    /// `None` leaves it to the operator.
+    pub down_after: Option<Duration>,
 }
 
 impl MetaNodeConfig {
     /// Defaults: 100 ms heartbeats, a rebalance check every 2 s, 5 voters,
-    /// a snapshot every 5000 entries keeping 1000 entries behind it.
+    /// a snapshot every 5000 entries keeping 1000 entries behind it, members
+    /// marked down after 5 minutes of silence (replacing a replica copies
+    /// data, so a restart or short partition must not trigger it).
     pub fn new(id: NodeId, addr: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         Self {
             id,
@@ -66,6 +74,7 @@ impl MetaNodeConfig {
             max_voters: 5,
             snapshot_every: 5000,
             keep_logs_behind_snapshot: 1000,
+            down_after: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -121,6 +130,7 @@ impl MetaNode {
             sm.subscribe(),
             cfg.planner,
             cfg.rebalance_interval,
+            cfg.down_after,
         ));
         Ok(Self {
             cfg,
@@ -214,17 +224,26 @@ async fn rebalance_loop(
     mut changes: watch::Receiver<Arc<MetaState>>,
     cfg: PlannerConfig,
     interval: Duration,
+    down_after: Option<Duration>,
 ) {
+    let mut leader_since: Option<Instant> = None;
     loop {
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(interval) => {}
         }
         if !raft.is_leader() {
+            leader_since = None;
             continue;
         }
+        let since = *leader_since.get_or_insert_with(Instant::now);
         let state = changes.borrow_and_update().clone();
-        for cmd in plan_step(&state, &cfg) {
+        let mut cmds = match down_after {
+            Some(after) => liveness_changes(&raft, &state, after, since),
+            None => Vec::new(),
+        };
+        cmds.extend(plan_step(&state, &cfg));
+        for cmd in cmds {
             match crate::client::propose_local(&raft, cmd.clone()).await {
                 Ok(_) => tracing::debug!(%cmd, "rebalance step"),
                 // A concurrent change moved the epoch: re-plan next round.
@@ -236,4 +255,48 @@ async fn rebalance_loop(
             }
         }
     }
+}
+
+/// The leader's failure detector: a member that has not acknowledged a
+/// heartbeat for `after` (counting from when this node became leader, for
+/// members never heard from) is marked `Down`, so the planner replaces its
+/// replicas; a `Down` member heard from again is marked `Active`.
+fn liveness_changes(
+    raft: &MetaRaft,
+    state: &MetaState,
+    after: Duration,
+    leader_since: Instant,
+) -> Vec<Command> {
+    let metrics = raft.metrics().borrow_watched().clone();
+    let Some(heartbeats) = &metrics.heartbeat else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (id, last_ack) in heartbeats {
+        let Some(node) = state.nodes.get(id) else {
+            continue;
+        };
+        let silent_for = match last_ack {
+            Some(t) => t.elapsed(),
+            None => leader_since.elapsed(),
+        };
+        match (node.state, silent_for > after) {
+            (NodeState::Active, true) => {
+                tracing::warn!(node = id, ?silent_for, "meta member silent: marking down");
+                out.push(Command::SetNodeState {
+                    id: *id,
+                    state: NodeState::Down,
+                });
+            }
+            (NodeState::Down, false) => {
+                tracing::info!(node = id, "meta member back: marking active");
+                out.push(Command::SetNodeState {
+                    id: *id,
+                    state: NodeState::Active,
+                });
+            }
+            _ => {}
+        }
+    }
+    out
 }

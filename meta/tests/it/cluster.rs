@@ -17,6 +17,8 @@ pub(crate) struct Cluster {
     pub(crate) dir: tempfile::TempDir,
     /// Snapshot policy override (entries between snapshots).
     pub(crate) snapshot_every: Option<u64>,
+    /// Failure-detector override.
+    pub(crate) down_after: Option<Duration>,
 }
 
 fn config(dir: &std::path::Path, id: NodeId) -> MetaNodeConfig {
@@ -34,6 +36,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             dir: tempfile::tempdir().unwrap(),
             snapshot_every: None,
+            down_after: None,
         };
         for id in 1..=n {
             c.start_node(id).await;
@@ -50,6 +53,9 @@ impl Cluster {
         if let Some(n) = self.snapshot_every {
             cfg.snapshot_every = n;
             cfg.keep_logs_behind_snapshot = 0;
+        }
+        if self.down_after.is_some() {
+            cfg.down_after = self.down_after;
         }
         let node = MetaNode::start(cfg, self.router.factory(id)).await.unwrap();
         self.router.register(id, node.raft().clone());
@@ -292,6 +298,7 @@ async fn late_joiner_catches_up_by_snapshot() {
         nodes: BTreeMap::new(),
         dir: tempfile::tempdir().unwrap(),
         snapshot_every: Some(10),
+        down_after: None,
     };
     for id in 1..=3 {
         c.start_node(id).await;
@@ -462,5 +469,54 @@ async fn lossy_slow_network_still_converges() {
         (0..20).all(|i| s.rule_groups.contains_key(&format!("lossy{i}")))
     })
     .await;
+    c.shutdown().await;
+}
+
+/// The leader marks a silent member down, the planner moves its replicas to
+/// the others; when it comes back it is marked active and gets its share
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_node_is_replaced_and_welcomed_back() {
+    let mut c = Cluster {
+        router: MemRouter::new(),
+        nodes: BTreeMap::new(),
+        dir: tempfile::tempdir().unwrap(),
+        snapshot_every: None,
+        down_after: Some(Duration::from_millis(600)),
+    };
+    for id in 1..=4 {
+        c.start_node(id).await;
+    }
+    c.nodes[&1].bootstrap().await.unwrap();
+    for id in 2..=4 {
+        c.client(1).add_node(id, format!("mem-{id}")).await.unwrap();
+    }
+    let leader = c.leader(&[1, 2, 3, 4]).await;
+    c.client(leader)
+        .propose(Command::InitShards {
+            shards: 8,
+            replication_factor: 2,
+            placement_labels: vec![],
+        })
+        .await
+        .unwrap();
+    let reporter = report_catch_up(c.client(leader));
+    let victim = [1, 2, 3, 4].into_iter().find(|n| *n != leader).unwrap();
+    c.router.isolate(victim);
+    c.until(&[leader], "victim down and replaced", |s| {
+        let Some(m) = &s.shard_map else { return false };
+        s.nodes[&victim].state == pharos_meta::types::NodeState::Down
+            && !m.replica_counts().contains_key(&victim)
+            && m.assignments.iter().all(|a| a.replicas.len() == 2)
+    })
+    .await;
+    c.router.heal();
+    c.until(&[leader], "victim back with its share", |s| {
+        let Some(m) = &s.shard_map else { return false };
+        s.nodes[&victim].state == pharos_meta::types::NodeState::Active
+            && m.replica_counts().get(&victim) == Some(&4)
+    })
+    .await;
+    reporter.abort();
     c.shutdown().await;
 }
