@@ -504,6 +504,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A sample as the sink takes it: labels, milliseconds, value.
+pub type Sample = (Labels, i64, f64);
+
 /// Mutable state carried from one scrape to the next.
 pub struct LoopState {
     pub status: Arc<RwLock<TargetStatus>>,
@@ -532,7 +535,7 @@ impl LoopState {
         started: SystemTime,
         duration: Duration,
         outcome: Result<Batch, String>,
-    ) -> (Vec<(Labels, i64, f64)>, Vec<(String, MetricMeta)>) {
+    ) -> (Vec<Sample>, Vec<(String, MetricMeta)>) {
         let (mut out, up, scraped, post, added, err, meta, exemplars, gone) = match outcome {
             Ok(b) => {
                 let post = b.samples.len();

@@ -7,6 +7,9 @@
 //! Skipped with a note when a binary is absent, unless
 //! `PHAROS_REQUIRE_PEERS=1`, in which case the absence fails the test.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;

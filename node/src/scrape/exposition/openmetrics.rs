@@ -28,34 +28,32 @@ impl<'a> OpenMetricsParser<'a> {
     }
 
     pub fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
-        loop {
-            if self.eof {
-                return Ok(None);
-            }
-            if self.pos >= self.src.len() {
-                return Err(ParseError {
-                    line: self.line,
-                    msg: "data does not end with # EOF".into(),
-                });
-            }
-            let rest = &self.src[self.pos..];
-            let (line, advance) = match rest.find('\n') {
-                Some(i) => (&rest[..i], i + 1),
-                None => (rest, rest.len()),
-            };
-            self.pos += advance;
-            self.line += 1;
-            let at = self.line;
-            let err = |msg: String| ParseError { line: at, msg };
-            if line == "# EOF" {
-                self.eof = true;
-                if self.pos < self.src.len() {
-                    return Err(err("unexpected data after # EOF".into()));
-                }
-                return Ok(None);
-            }
-            return parse_line(line).map(Some).map_err(err);
+        if self.eof {
+            return Ok(None);
         }
+        if self.pos >= self.src.len() {
+            return Err(ParseError {
+                line: self.line,
+                msg: "data does not end with # EOF".into(),
+            });
+        }
+        let rest = &self.src[self.pos..];
+        let (line, advance) = match rest.find('\n') {
+            Some(i) => (&rest[..i], i + 1),
+            None => (rest, rest.len()),
+        };
+        self.pos += advance;
+        self.line += 1;
+        let at = self.line;
+        let err = |msg: String| ParseError { line: at, msg };
+        if line == "# EOF" {
+            self.eof = true;
+            if self.pos < self.src.len() {
+                return Err(err("unexpected data after # EOF".into()));
+            }
+            return Ok(None);
+        }
+        parse_line(line).map(Some).map_err(err)
     }
 }
 
