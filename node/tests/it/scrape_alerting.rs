@@ -201,6 +201,10 @@ async fn scrape_rules_alertmanager_and_reload() {
     assert_eq!(active[0]["scrapeInterval"], "1s");
     let t = get(addr, "/api/v1/targets?state=dropped").await.json();
     assert_eq!(t["data"]["activeTargets"].as_array().unwrap().len(), 0);
+    let t = get(addr, "/api/v1/targets?scrapePool=nope").await.json();
+    assert_eq!(t["data"]["activeTargets"].as_array().unwrap().len(), 0);
+    let t = get(addr, "/api/v1/targets?scrapePool=self").await.json();
+    assert_eq!(t["data"]["activeTargets"].as_array().unwrap().len(), 1);
     // Scraped metadata, per target and merged into /api/v1/metadata.
     let m = get(
         addr,
@@ -260,6 +264,9 @@ async fn scrape_rules_alertmanager_and_reload() {
         al["annotations"]["summary"],
         format!("127.0.0.1:{} is up", addr.port())
     );
+    // Sent once (the next resend is a minute away).
+    let m = get(addr, "/metrics").await.text();
+    assert!(m.contains("pharos_notifier_alerts_sent_total 1\n"), "{m}");
     let gen = al["generatorURL"].as_str().unwrap();
     assert!(
         gen.starts_with(&format!("http://{addr}/graph?g0.expr=")),
