@@ -514,3 +514,62 @@ fn check_and_test_subcommands() {
     assert!(s.contains("--web.enable-lifecycle"), "{s}");
     assert!(s.contains("--web.external-url"), "{s}");
 }
+
+/// A reload that changes `external_labels` rebuilds the rule manager and
+/// notifier (their options are fixed at construction): alerts carry the
+/// new labels in templates, and the rules keep running. Without a running
+/// Alertmanager, sends fail and are counted, nothing else breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_new_external_labels_rebuilds_rules() {
+    use pharos_node::config::Config;
+    use pharos_node::server::{start, NodeOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Always\n        expr: vector(1)\n        annotations:\n          site: \"{{ $externalLabels.site }}\"\n";
+    std::fs::write(dir.path().join("r.yml"), rules).unwrap();
+    let cfg_path = dir.path().join("prometheus.yml");
+    let text = |site: &str| {
+        format!(
+            "global:\n  evaluation_interval: 1s\n  external_labels: {{site: {site}}}\nrule_files: [r.yml]\nalerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:1']}}]\npharos:\n  listen: 127.0.0.1:0\n  data_dir: {}\n  web:\n    enable_lifecycle: true\n",
+            dir.path().join("data").display()
+        )
+    };
+    std::fs::write(&cfg_path, text("a")).unwrap();
+    let t = text("a");
+    let node = start(NodeOptions {
+        config: Config::parse(&t, &cfg_path).unwrap(),
+        config_file: Some((cfg_path.clone(), t)),
+        ..NodeOptions::default()
+    })
+    .await
+    .unwrap();
+    let addr = node.addr;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let site_of_alert = || async {
+        let a = get(addr, "/api/v1/alerts").await.json();
+        a["data"]["alerts"][0]["annotations"]["site"]
+            .as_str()
+            .map(str::to_string)
+    };
+    let first = wait_for("the alert", deadline, site_of_alert).await;
+    assert_eq!(first, "a");
+
+    std::fs::write(&cfg_path, text("b")).unwrap();
+    let r = request(addr, "POST", "/-/reload", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for("the alert with the new label", deadline, || async {
+        (site_of_alert().await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
+    let rules = get(addr, "/api/v1/rules").await.json();
+    assert_eq!(rules["data"]["groups"][0]["rules"][0]["name"], "Always");
+    // The unreachable Alertmanager shows up as send errors.
+    wait_for("notifier errors counted", deadline, || async {
+        let m = get(addr, "/metrics").await.text();
+        m.lines()
+            .any(|l| l.starts_with("pharos_notifier_errors_total ") && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+    node.shutdown().await.unwrap();
+}
