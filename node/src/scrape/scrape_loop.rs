@@ -86,8 +86,23 @@ pub struct TargetStatus {
     pub last_duration: Duration,
     /// Metric family → metadata, from the last successful scrape.
     pub metadata: HashMap<String, MetricMeta>,
-    /// Exemplars seen in the last scrape (OpenMetrics bodies only).
-    pub exemplars: usize,
+    /// Exemplars of the last successful scrape (OpenMetrics bodies only),
+    /// at most [`MAX_EXEMPLARS_PER_TARGET`].
+    pub exemplars: Vec<ScrapedExemplar>,
+}
+
+/// Most exemplars a target's status keeps from one scrape.
+pub const MAX_EXEMPLARS_PER_TARGET: usize = 1000;
+
+/// An exemplar as scraped, attached to its series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapedExemplar {
+    /// The series (after target labels and relabeling).
+    pub series: Labels,
+    pub labels: Labels,
+    pub value: f64,
+    /// Milliseconds; `None` when the exposition gave none.
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Default for TargetStatus {
@@ -98,7 +113,7 @@ impl Default for TargetStatus {
             last_scrape: None,
             last_duration: Duration::ZERO,
             metadata: HashMap::new(),
-            exemplars: 0,
+            exemplars: Vec::new(),
         }
     }
 }
@@ -115,7 +130,8 @@ pub struct Batch {
     /// Sample lines in the body.
     pub scraped: usize,
     pub metadata: HashMap<String, MetricMeta>,
-    pub exemplars: usize,
+    /// Exemplars of the kept samples (bounded).
+    pub exemplars: Vec<ScrapedExemplar>,
 }
 
 /// Attaches target labels to a scraped series, as Prometheus does: with
@@ -377,9 +393,6 @@ fn fill_batch(
             }
         };
         batch.scraped += 1;
-        if s.exemplar.is_some() {
-            batch.exemplars += 1;
-        }
         let explicit = if job.honor_timestamps {
             s.timestamp_ms
         } else {
@@ -401,6 +414,16 @@ fn fill_batch(
         let Some(labels) = e.labels.clone() else {
             continue;
         };
+        if let Some(ex) = &s.exemplar {
+            if batch.exemplars.len() < MAX_EXEMPLARS_PER_TARGET {
+                batch.exemplars.push(ScrapedExemplar {
+                    series: labels.clone(),
+                    labels: Labels::from_pairs(ex.labels.iter().map(|(n, v)| (*n, v.as_ref()))),
+                    value: ex.value,
+                    timestamp_ms: ex.timestamp_ms,
+                });
+            }
+        }
         if explicit.is_none() && e.tracked_at != scrape {
             e.in_prev = prev.is_some_and(|p| e.tracked_at == p);
             e.tracked_at = scrape;
@@ -555,7 +578,7 @@ impl LoopState {
             }
             Err(e) => {
                 let gone = self.cache.finish_failed();
-                (Vec::new(), false, 0, 0, 0, e, None, 0, gone)
+                (Vec::new(), false, 0, 0, 0, e, None, Vec::new(), gone)
             }
         };
         out.extend(gone.into_iter().map(|l| (l, ts, STALE_NAN)));

@@ -215,6 +215,16 @@ async fn down_target_and_openmetrics() {
     m.apply(f.settings(Path::new("p.yml")));
     let is = |l: &Labels, name: &str| l.metric_name() == Some(name);
     wait_for("c_total", || rec.any(|l, v| is(l, "c_total") && v == 5.0)).await;
+    let snap = m.snapshot();
+    let ex: Vec<_> = snap[0]
+        .active
+        .iter()
+        .flat_map(|a| a.status.exemplars.clone())
+        .collect();
+    assert_eq!(ex.len(), 1, "{ex:?}");
+    assert_eq!(ex[0].series.metric_name(), Some("c_total"));
+    assert_eq!(ex[0].labels.get("trace_id"), Some("t"));
+    assert_eq!(ex[0].value, 1.0);
     wait_for("dead up == 0", || {
         rec.any(|l, v| is(l, "up") && v == 0.0 && l.get("instance") == Some(dead.as_str()))
     })
