@@ -520,6 +520,25 @@ impl Config {
         // name the line of the offending job.
         crate::scrape::config::ScrapeFile::parse(text, path)?;
         cfg.validate(path)?;
+        // The notifier's checks (scheme, api_version, auth), located at
+        // the `alertmanagers:` key.
+        if let Err(e) = cfg.alertmanagers(path) {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("alertmanagers:"))
+                .map_or(0, |i| i + 1);
+            let msg = match e {
+                ConfigError::Semantic { msg, .. } => msg,
+                other => other.to_string(),
+            };
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column: 1,
+                field: "alerting.alertmanagers".into(),
+                msg,
+            });
+        }
         Ok(cfg)
     }
 
@@ -952,10 +971,12 @@ storage:
         assert_eq!(ams.len(), 2);
         assert_eq!(ams[1].alerts_url(), "http://i:9093/am/api/v2/alerts");
         assert_eq!(ams[0].timeout, std::time::Duration::from_secs(3));
-        let bad = "alerting:\n  alertmanagers:\n    - scheme: gopher\n      static_configs: [{targets: ['h:1']}]\n";
-        let c = Config::parse(bad, path).unwrap();
-        let e = c.alertmanagers(path).unwrap_err().to_string();
-        assert!(e.contains("/etc/pharos/prometheus.yml"), "{e}");
+        let bad = "global: {}\nalerting:\n  alertmanagers:\n    - scheme: gopher\n      static_configs: [{targets: ['h:1']}]\n";
+        let e = Config::parse(bad, path).unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/pharos/prometheus.yml:3:1: field \"alerting.alertmanagers\""),
+            "{e}"
+        );
         assert!(e.contains("gopher"), "{e}");
         // Scrape settings are checked when the file is parsed.
         let bad =
