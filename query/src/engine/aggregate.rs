@@ -164,9 +164,7 @@ fn fold(
     let mut vals = Vec::new();
     let mut warned = false;
     for (step, &q) in param.iter().enumerate().take(n) {
-        if step % 1024 == 1023 {
-            ev.check_timeout()?;
-        }
+        ev.tick(1 + input.len())?;
         let t = ev.ts(step);
         cursors.at(&input, t, &mut vals);
         if vals.is_empty() {
@@ -296,6 +294,7 @@ fn count_values(
     let mut counts: HashMap<usize, f64> = HashMap::new();
     let mut order: Vec<usize> = Vec::new();
     for step in 0..n {
+        ev.tick(1 + input.len())?;
         let t = ev.ts(step);
         cursors.at(&input, t, &mut vals);
         counts.clear();
@@ -337,6 +336,7 @@ fn select_k(
     let mut instant_order: Vec<usize> = Vec::new();
     let mut warned = false;
     for step in 0..n {
+        ev.tick(1 + input.len())?;
         let t = ev.ts(step);
         cursors.at(&input, t, &mut vals);
         let p = param.get(step).copied().unwrap_or(f64::NAN);

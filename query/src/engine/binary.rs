@@ -84,7 +84,7 @@ pub(crate) fn eval_binary(ev: &mut Evaluator<'_>, b: &BinaryExpr) -> Result<Val,
             let m = b.matching.as_ref().unwrap_or(&default_matching);
             match b.op {
                 BinaryOp::And | BinaryOp::Unless | BinaryOp::Or => {
-                    Ok(Val::Vector(set_op(ev, b.op, m, l, r)))
+                    Ok(Val::Vector(set_op(ev, b.op, m, l, r)?))
                 }
                 _ => Ok(Val::Vector(vector_vector(ev, b, m, l, r)?)),
             }
@@ -249,7 +249,7 @@ fn set_op(
     m: &VectorMatching,
     lhs: Vec<RSeries>,
     rhs: Vec<RSeries>,
-) -> Vec<RSeries> {
+) -> Result<Vec<RSeries>, QueryError> {
     let (lsig, rsig, nsig) = signature_ids(&lhs, &rhs, m);
     let n = ev.nsteps();
     let mut lc = StepCursors::new(lhs.len());
@@ -261,6 +261,7 @@ fn set_op(
     let mut lout: Vec<Vec<(i64, f64)>> = vec![Vec::new(); lhs.len()];
     let mut rout: Vec<Vec<(i64, f64)>> = vec![Vec::new(); rhs.len()];
     for step in 0..n {
+        ev.tick(1 + lhs.len() + rhs.len())?;
         let t = ev.ts(step);
         let stamp = step + 1;
         lc.at(&lhs, t, &mut lv);
@@ -309,7 +310,7 @@ fn set_op(
             });
         }
     }
-    merge_same_labels(out)
+    Ok(merge_same_labels(out))
 }
 
 /// Series with identical labels (possible after `or`) become one.
@@ -399,9 +400,7 @@ fn vector_vector(
     let mut rfill_slot: HashMap<usize, usize> = HashMap::new();
     let mut out = OutBuilder::new();
     for step in 0..n {
-        if step % 1024 == 1023 {
-            ev.check_timeout()?;
-        }
+        ev.tick(1 + lhs.len() + rhs.len())?;
         let t = ev.ts(step);
         let stamp = step + 1;
         lc.at(&lhs, t, &mut lv);

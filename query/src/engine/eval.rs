@@ -25,6 +25,12 @@ use crate::parser::ast::{
 };
 use crate::queryable::Queryable;
 
+/// Where timeouts and cancellations are reported, as Prometheus words it.
+const EVAL_PHASE: &str = "expression evaluation";
+
+/// Work units between two deadline checks (see [`Evaluator::tick`]).
+const CHECK_EVERY: usize = 4096;
+
 /// Labels Prometheus removes together with the metric name.
 pub(crate) const NAME_LIKE: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
 
@@ -110,6 +116,9 @@ impl RangeData {
         match &self.source {
             RangeSource::Decoded(v) => {
                 for s in v {
+                    if !ev.tick_or_defer(1) {
+                        return;
+                    }
                     f(&s.labels, s.drop_name, &s.points);
                 }
             }
@@ -143,6 +152,9 @@ impl RangeData {
         match &self.source {
             RangeSource::Decoded(v) => {
                 for s in v {
+                    if !ev.tick_or_defer(1) {
+                        return;
+                    }
                     f(&s.labels, s.drop_name, &s.points, None);
                 }
             }
@@ -198,6 +210,8 @@ pub(crate) struct Windows<'a> {
     step: usize,
     lo: usize,
     hi: usize,
+    /// Counts steps and window samples against the query deadline.
+    ev: Option<&'a Evaluator<'a>>,
 }
 
 impl<'a> Windows<'a> {
@@ -209,6 +223,22 @@ impl<'a> Windows<'a> {
             step: 0,
             lo: 0,
             hi: 0,
+            ev: None,
+        }
+    }
+
+    /// As [`Windows::new`], counting every step and the samples of each
+    /// window against the query's deadline and cancel flag: once the query
+    /// must stop, the error is deferred on `ev` and iteration ends early.
+    pub(crate) fn checked(
+        ev: &'a Evaluator<'a>,
+        pts: &'a [(i64, f64)],
+        refs: &'a [i64],
+        range: i64,
+    ) -> Self {
+        Windows {
+            ev: Some(ev),
+            ..Windows::new(pts, refs, range)
         }
     }
 }
@@ -218,6 +248,14 @@ impl<'a> Iterator for Windows<'a> {
     type Item = (usize, &'a [(i64, f64)], usize);
     fn next(&mut self) -> Option<Self::Item> {
         while self.step < self.refs.len() {
+            // The previous window's length stands in for the work the caller
+            // did on it.
+            if let Some(ev) = self.ev {
+                if !ev.tick_or_defer(1 + (self.hi - self.lo)) {
+                    self.step = self.refs.len();
+                    return None;
+                }
+            }
             let i = self.step;
             self.step += 1;
             let end = self.refs[i];
@@ -251,6 +289,8 @@ pub(crate) struct Evaluator<'a> {
     stats: QueryStats,
     live: usize,
     deadline: Option<Instant>,
+    /// Work units counted by [`Evaluator::tick`] since the last check.
+    work: Cell<usize>,
     /// Samples decoded lazily (through `&self`).
     decoded: Cell<usize>,
     /// First error raised where no `Result` can be returned (lazy decoding).
@@ -281,6 +321,7 @@ impl<'a> Evaluator<'a> {
             stats: QueryStats::default(),
             live: 0,
             deadline: started.checked_add(opts.timeout),
+            work: Cell::new(0),
             decoded: Cell::new(0),
             deferred: RefCell::new(None),
             cancel: None,
@@ -314,21 +355,55 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    /// Fails once the query is canceled or past its deadline.
+    /// Fails once the query is canceled or past its deadline, with
+    /// Prometheus's texts ("query timed out in expression evaluation").
     pub(crate) fn check_timeout(&self) -> Result<(), QueryError> {
         if self
             .cancel
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
         {
-            return Err(QueryError::Canceled {
-                phase: "query execution",
-            });
+            return Err(QueryError::Canceled { phase: EVAL_PHASE });
         }
         match self.deadline {
-            Some(d) if Instant::now() > d => Err(QueryError::Timeout {
-                phase: "query execution",
-            }),
+            Some(d) if Instant::now() > d => Err(QueryError::Timeout { phase: EVAL_PHASE }),
             _ => Ok(()),
+        }
+    }
+
+    /// Counts `units` of work (steps, series, samples) and checks the
+    /// deadline and cancel flag once every [`CHECK_EVERY`] units. Long loops
+    /// call it so that one heavy node (a subquery with millions of steps, a
+    /// selector over many series) stops soon after the deadline instead of
+    /// running to completion; the clock is read rarely enough to cost
+    /// nothing measurable.
+    #[inline]
+    pub(crate) fn tick(&self, units: usize) -> Result<(), QueryError> {
+        let w = self.work.get().saturating_add(units);
+        if w < CHECK_EVERY {
+            self.work.set(w);
+            return Ok(());
+        }
+        self.work.set(0);
+        let res = self.check_timeout();
+        if res.is_err() {
+            // Stay tripped: every later tick checks again and fails too.
+            self.work.set(CHECK_EVERY);
+        }
+        res
+    }
+
+    /// As [`Evaluator::tick`] for loops that cannot return an error (the
+    /// callbacks of [`RangeData::for_each`]): the error is deferred, to be
+    /// reported when the node finishes, and `false` tells the loop to stop
+    /// (and keeps telling it: a tripped check stays tripped).
+    #[inline]
+    pub(crate) fn tick_or_defer(&self, units: usize) -> bool {
+        match self.tick(units) {
+            Ok(()) => true,
+            Err(e) => {
+                self.defer_error(e);
+                false
+            }
         }
     }
 
@@ -641,6 +716,7 @@ impl<'a> Evaluator<'a> {
             samples.retain(|p| !is_stale_nan(p.1));
             let mut pts = Vec::new();
             for (i, &r) in refs.iter().enumerate() {
+                self.tick(1)?;
                 let idx = samples.partition_point(|s| s.0 <= r);
                 if idx == 0 {
                     continue;
@@ -690,6 +766,7 @@ impl<'a> Evaluator<'a> {
             let mut pts = Vec::new();
             let mut hint = 0usize;
             for (i, &r) in refs.iter().enumerate() {
+                self.tick(1)?;
                 let idx = hint + samples[hint..].partition_point(|s| s.0 <= r);
                 hint = idx;
                 if idx == 0 {
@@ -727,6 +804,7 @@ impl<'a> Evaluator<'a> {
             self.decode(s, mint, maxt, &mut samples)?;
             let mut pts = Vec::new();
             for (i, &r) in refs.iter().enumerate() {
+                self.tick(1)?;
                 let idx = samples.partition_point(|s| s.0 <= r);
                 if idx == 0 {
                     continue;
@@ -1003,7 +1081,7 @@ impl<'a> Evaluator<'a> {
 fn instant_windows(ev: &Evaluator<'_>, rd: RangeData) -> Vec<RSeries> {
     let mut out = Vec::new();
     rd.for_each(ev, |labels, drop_name, pts| {
-        if let Some((_, w, _)) = Windows::new(pts, &rd.refs, rd.range).next() {
+        if let Some((_, w, _)) = Windows::checked(ev, pts, &rd.refs, rd.range).next() {
             out.push(RSeries {
                 labels: labels.clone(),
                 drop_name,

@@ -248,6 +248,89 @@ fn limits_and_stats() {
     assert!(r.stats.samples_loaded >= 2);
 }
 
+/// One gauge sampled every minute for 10 days.
+fn ten_days_of_one_gauge() -> Fixture {
+    let pts: Vec<(i64, f64)> = (0..14_400).map(|i| (i * 60_000, (i % 97) as f64)).collect();
+    Fixture::new(&[(&[("__name__", "g")], pts)])
+}
+
+/// 864k inner steps, each summing a 300-point window, inside one node and
+/// without touching storage: every check at a node boundary happens in the
+/// first microseconds, so only checks inside the loops can stop it.
+const HEAVY_SUBQUERY: &str = "max_over_time(sum_over_time(vector(1)[5m:1s])[10d:1s])";
+
+/// Runs `q` at the end of the ten days with the given timeout or cancel
+/// flag; returns the error and how long the query took.
+fn run_heavy(
+    f: &Fixture,
+    q: &str,
+    timeout: Duration,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> (Result<QueryResult, QueryError>, Duration) {
+    let e = parse_with(q, &ParseOptions::all()).expect("parses");
+    let eng = Engine::new(EngineOptions {
+        timeout,
+        ..EngineOptions::default()
+    });
+    let t0 = std::time::Instant::now();
+    let r = eng.instant_query_cancellable(f, &e, 10 * 86_400_000, cancel);
+    (r, t0.elapsed())
+}
+
+#[test]
+fn timeout_stops_a_single_heavy_subquery() {
+    let f = ten_days_of_one_gauge();
+    let (r, took) = run_heavy(&f, HEAVY_SUBQUERY, Duration::from_millis(10), None);
+    let err = r.expect_err("must time out");
+    assert_eq!(
+        err,
+        QueryError::Timeout {
+            phase: "expression evaluation"
+        }
+    );
+    assert_eq!(err.to_string(), "query timed out in expression evaluation");
+    assert_eq!(err.error_type(), "timeout");
+    // Only guards against running to completion; not a performance bound.
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn timeout_stops_heavy_aggregation_and_binary_steps() {
+    let f = ten_days_of_one_gauge();
+    for q in [
+        "max_over_time(sum(vector(1))[10d:1s])",
+        "max_over_time(count_values(\"v\", vector(1))[10d:1s])",
+        "max_over_time((vector(1) * on() vector(1))[10d:1s])",
+        "max_over_time((vector(1) and vector(1))[10d:1s])",
+        "max_over_time(rate(g[1h])[10d:1s])",
+        "max_over_time(g[10d:1s])",
+    ] {
+        let (r, took) = run_heavy(&f, q, Duration::from_millis(10), None);
+        let err = r.expect_err(q);
+        assert_eq!(err.error_type(), "timeout", "{q}");
+        assert!(took < Duration::from_secs(2), "{q} took {took:?}");
+    }
+}
+
+#[test]
+fn cancel_stops_a_single_heavy_subquery() {
+    let f = ten_days_of_one_gauge();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (r, took) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        run_heavy(&f, HEAVY_SUBQUERY, Duration::from_secs(120), Some(&cancel))
+    });
+    let err = r.expect_err("must be canceled");
+    assert_eq!(
+        err.to_string(),
+        "query was canceled in expression evaluation"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
 #[test]
 fn duplicate_labelsets_after_name_removal_fail() {
     let f = Fixture::new(&[

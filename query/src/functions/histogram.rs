@@ -258,6 +258,9 @@ fn per_group(
     let mut vals = Vec::new();
     let mut buckets: Vec<Vec<Bucket>> = vec![Vec::new(); g.labels.len()];
     for step in 0..n {
+        if !ev.tick_or_defer(1 + v.len()) {
+            break;
+        }
         let t = ev.ts(step);
         cursors.at(v, t, &mut vals);
         buckets.iter_mut().for_each(Vec::clear);

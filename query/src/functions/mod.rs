@@ -135,7 +135,7 @@ pub(crate) fn map_windows(
     let mut out = Vec::new();
     rd.for_each(ev, |labels, drop_name, pts| {
         let mut res = Vec::new();
-        for (step, w, _) in crate::engine::eval::Windows::new(pts, &rd.refs, rd.range) {
+        for (step, w, _) in crate::engine::eval::Windows::checked(ev, pts, &rd.refs, rd.range) {
             if let Some(v) = f(w, step, rd.refs[step]) {
                 res.push((ev.ts(step), v));
             }

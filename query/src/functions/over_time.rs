@@ -213,7 +213,9 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, c: &Call) -> Result<Option<Val>, Quer
             let n = ev.nsteps();
             let mut present = vec![false; n];
             rd.for_each(ev, |_, _, pts| {
-                for (step, _, _) in crate::engine::eval::Windows::new(pts, &rd.refs, rd.range) {
+                for (step, _, _) in
+                    crate::engine::eval::Windows::checked(ev, pts, &rd.refs, rd.range)
+                {
                     present[step] = true;
                 }
             });

@@ -180,6 +180,9 @@ fn extended(ev: &Evaluator<'_>, rd: &RangeData, counter: bool, is_rate: bool) ->
         };
         let mut res = Vec::new();
         for (step, &end) in rd.refs.iter().enumerate() {
+            if !ev.tick_or_defer(1) {
+                break;
+            }
             let start = end - rd.range;
             let delta = if rd.smoothed {
                 // Data only before or only after the window gives nothing.
@@ -427,6 +430,9 @@ fn anchored_count(
     rd.for_each(ev, |labels, _, pts| {
         let mut res = Vec::new();
         for (step, &end) in rd.refs.iter().enumerate() {
+            if !ev.tick_or_defer(1) {
+                break;
+            }
             let Some(w) = anchored_samples(pts, end - rd.range, end, lookback) else {
                 continue;
             };

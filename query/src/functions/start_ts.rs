@@ -143,7 +143,7 @@ pub(crate) fn map_windows_st(
     let mut overlapping: Vec<String> = Vec::new();
     rd.for_each_st(ev, |labels: &Labels, _, pts, sts| {
         let mut res = Vec::new();
-        for (step, w, lo) in Windows::new(pts, &rd.refs, rd.range) {
+        for (step, w, lo) in Windows::checked(ev, pts, &rd.refs, rd.range) {
             let mut wst = sts.map(|s| &s[lo..lo + w.len()]);
             if let Some(s) = wst {
                 if overlaps(w, s) {
