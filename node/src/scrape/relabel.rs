@@ -91,7 +91,7 @@ impl RelabelRegex {
     pub fn new(source: &str) -> Result<RelabelRegex, regex::Error> {
         Ok(RelabelRegex {
             source: source.to_string(),
-            re: Regex::new(&format!("^(?:{source})$"))?,
+            re: Regex::new(&format!("^(?:{})$", ascii_perl_classes(source)))?,
         })
     }
 
@@ -137,6 +137,37 @@ impl Serialize for RelabelRegex {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.source)
     }
+}
+
+/// Go's RE2 (which Prometheus uses) gives `\d`, `\w`, `\s` and `\b` their
+/// ASCII meaning; Rust's regex gives them Unicode meaning. Rewrites them
+/// (and their negations) as ASCII classes; nested classes keep this valid
+/// inside `[...]` too.
+fn ascii_perl_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some('s') => out.push_str("[\\t\\n\\x0C\\r ]"),
+            Some('S') => out.push_str("[^\\t\\n\\x0C\\r ]"),
+            Some('b') => out.push_str("(?-u:\\b)"),
+            Some('B') => out.push_str("(?-u:\\B)"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn default_separator() -> String {
@@ -601,6 +632,28 @@ mod tests {
             let got = process(&input, &rules(yaml));
             assert_eq!(got, want, "case {i}: {yaml}");
         }
+    }
+
+    #[test]
+    fn perl_classes_are_ascii_as_in_go() {
+        let re = |p: &str| RelabelRegex::new(p).unwrap();
+        assert!(re(r"\d+").is_match("123"));
+        assert!(
+            !re(r"\d+").is_match("\u{663}"),
+            "Arabic-Indic digit is no \\d in Go"
+        );
+        assert!(re(r"\D").is_match("\u{663}"));
+        assert!(!re(r"\w+").is_match("é"));
+        assert!(re(r"[\w.-]+").is_match("a.b-c_1"));
+        assert!(!re(r"[\w]+").is_match("é"));
+        assert!(re(r"a\sb").is_match("a b"));
+        assert!(!re(r"a\sb").is_match("a\u{a0}b"));
+        assert!(
+            re(r"\\d").is_match("\\d"),
+            "an escaped backslash stays literal"
+        );
+        assert!(re(r".*\bx").is_match("é x"));
+        assert_eq!(re(r"\d").as_str(), r"\d", "the source is kept for display");
     }
 
     #[test]
