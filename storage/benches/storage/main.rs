@@ -17,7 +17,9 @@
 //! - `--compare-blocks A B`: chunk-by-chunk differences of two blocks of
 //!   the same series (e.g. Pharos's and promtool's);
 //! - `--keep`: keep the bench's work directory (blocks, WAL) and print it;
-//! - `--child head|wal-write`: internal.
+//! - `--child head|wal-write`: internal (`--head-chunks mmap|heap` picks
+//!   the head the `head` child measures: with `chunks_head/` files, as `Db`
+//!   runs it, or all chunks on the heap, as `Head::new` keeps them).
 
 /// Errors end the bench with a message; nothing here recovers from one.
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -74,6 +76,9 @@ struct Args {
     max_secs: u64,
     keep: bool,
     mode: Mode,
+    /// Completed head chunks in mapped `chunks_head/` files (`Db`'s head)
+    /// or on the heap (`Head::new`).
+    head_chunks_mapped: bool,
 }
 
 enum Mode {
@@ -103,6 +108,7 @@ fn parse_args() -> crate::Result<Args> {
         max_secs: 120,
         keep: false,
         mode: Mode::Bench,
+        head_chunks_mapped: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -125,6 +131,13 @@ fn parse_args() -> crate::Result<Args> {
             "--serve" => a.mode = Mode::Serve(val()?.into()),
             "--free-port" => a.mode = Mode::FreePort,
             "--keep" => a.keep = true,
+            "--head-chunks" => {
+                a.head_chunks_mapped = match val()?.as_str() {
+                    "mmap" => true,
+                    "heap" => false,
+                    other => bail!("--head-chunks mmap|heap, not {other}"),
+                }
+            }
             "--compare-blocks" => {
                 let first = val()?;
                 a.mode = Mode::CompareBlocks(first.into(), val()?.into());
@@ -185,6 +198,8 @@ fn run_child(args: &Args, extra: &[&str]) -> crate::Result<BTreeMap<String, f64>
             &args.wal_samples.to_string(),
             "--seed",
             &args.seed.to_string(),
+            "--tmp",
+            args.tmp.to_str().ok_or("non-UTF-8 tmp dir")?,
         ])
         .args(extra)
         .output()?;
@@ -223,10 +238,18 @@ fn bench(args: &Args) -> crate::Result<()> {
     block.report("pharos");
 
     eprintln!(
-        "[2/3] head: {} targets x {} series, {}, 120 and 480 samples each",
+        "[2/3] head: {} targets x {} series, {}, 120, 130 and 480 samples each \
+         (chunks_head mapped as in Db, then all on the heap)",
         args.targets, SERIES_PER_TARGET, args.samples
     );
-    r.extend(run_child(args, &["--child", "head"])?);
+    r.extend(run_child(
+        args,
+        &["--child", "head", "--head-chunks", "mmap"],
+    )?);
+    r.extend(run_child(
+        args,
+        &["--child", "head", "--head-chunks", "heap"],
+    )?);
 
     eprintln!(
         "[3/3] Db::append + crash + WAL replay: {} samples per series",
@@ -470,10 +493,19 @@ fn emit_openmetrics(path: &Path, targets: usize, seed: u64) -> crate::Result<()>
     Ok(())
 }
 
-/// Fresh process: head memory per series after `samples`, 120 and 480
+/// Fresh process: head memory per series after `samples`, 120, 130 and 480
 /// samples per series (RSS delta and live heap delta), append throughput,
-/// then select throughput on the full head.
+/// then select throughput on the full head. With `--head-chunks mmap` (the
+/// default, as `Db` runs) completed chunks go to `chunks_head/` files in a
+/// temporary directory, written with `write(2)` and read through maps, so
+/// they count in RSS only once read; with `heap` only the memory figures
+/// are reported, under `heaphead_*`.
 fn child_head(args: &Args) -> crate::Result<()> {
+    let mapped = args.head_chunks_mapped;
+    let key = if mapped { "head" } else { "heaphead" };
+    let chunks_dir = tempfile::Builder::new()
+        .prefix("pharos-bench-head-")
+        .tempdir_in(&args.tmp)?;
     let targets = args.targets;
     let n_series = targets * SERIES_PER_TARGET;
     // Generator state and the ref table exist before the baseline: they are
@@ -483,7 +515,14 @@ fn child_head(args: &Args) -> crate::Result<()> {
     let rss0 = rss_bytes()?;
     let heap0 = live_heap();
 
-    let head = Head::new(HeadOptions::default());
+    let head = if mapped {
+        Head::with_chunks_dir(
+            HeadOptions::default(),
+            chunks_dir.path().join("chunks_head"),
+        )?
+    } else {
+        Head::new(HeadOptions::default())
+    };
     let start = Instant::now();
     for t in 0..targets {
         // Labels are built here and dropped once the head holds them, so
@@ -493,8 +532,10 @@ fn child_head(args: &Args) -> crate::Result<()> {
         }
     }
     let create = start.elapsed().as_secs_f64();
-    result("head_series", n_series as f64);
-    result("head_create_series_per_sec", n_series as f64 / create);
+    if mapped {
+        result("head_series", n_series as f64);
+        result("head_create_series_per_sec", n_series as f64 / create);
+    }
 
     let mut append_time = Duration::ZERO;
     let mut appended = 0u64;
@@ -521,26 +562,31 @@ fn child_head(args: &Args) -> crate::Result<()> {
         let st = head.stats();
         let n = n_series as f64;
         result(
-            &format!("head_{label}_rss_bytes_per_series"),
+            &format!("{key}_{label}_rss_bytes_per_series"),
             (rss as f64 - rss0 as f64) / n,
         );
         result(
-            &format!("head_{label}_heap_bytes_per_series"),
+            &format!("{key}_{label}_heap_bytes_per_series"),
             (heap.0 - heap0.0) as f64 / n,
         );
         result(
-            &format!("head_{label}_allocs_per_series"),
+            &format!("{key}_{label}_allocs_per_series"),
             (heap.1 - heap0.1) as f64 / n,
         );
         result(
-            &format!("head_{label}_estimate_bytes_per_series"),
+            &format!("{key}_{label}_estimate_bytes_per_series"),
             st.bytes_per_series() as f64,
+        );
+        result(
+            &format!("{key}_{label}_mapped_bytes_per_series"),
+            st.mapped_chunk_bytes as f64 / n,
         );
         Ok(())
     };
     // Memory after the scrape count the other databases got ("s"), after a
-    // full chunk (120 samples) and after a whole 2 h block range (480).
-    let mut checkpoints = vec![args.samples, 120, BLOCK_STEPS];
+    // full chunk (120 samples), just after the first cut (130, where
+    // Prometheus 2.42 was measured) and after a whole 2 h block range (480).
+    let mut checkpoints = vec![args.samples, 120, 130, BLOCK_STEPS];
     checkpoints.sort_unstable();
     checkpoints.dedup();
     for cp in checkpoints {
@@ -548,11 +594,14 @@ fn child_head(args: &Args) -> crate::Result<()> {
         if cp == args.samples {
             report_mem("s")?;
         }
-        for fixed in [120, BLOCK_STEPS] {
+        for fixed in [120, 130, BLOCK_STEPS] {
             if cp == fixed {
                 report_mem(&fixed.to_string())?;
             }
         }
+    }
+    if !mapped {
+        return Ok(());
     }
     result("head_s_samples", args.samples as f64);
     result(
@@ -718,6 +767,7 @@ fn print_table(args: &Args, block: &BlockSize, r: &BTreeMap<String, f64>) {
     for (label, what) in [
         ("s", format!("{} samples/series", args.samples)),
         ("120", "120 samples/series".to_string()),
+        ("130", "130 samples/series".to_string()),
         ("480", "480 samples/series (2 h)".to_string()),
     ] {
         println!(
@@ -725,9 +775,15 @@ fn print_table(args: &Args, block: &BlockSize, r: &BTreeMap<String, f64>) {
             g(&format!("head_{label}_rss_bytes_per_series"))
         );
         println!(
-            "| head memory/series after {what}: live heap delta | {:.0} B ({:.1} allocations) |",
+            "| head memory/series after {what}: live heap delta | {:.0} B ({:.1} allocations; {:.0} B in mapped chunks_head files) |",
             g(&format!("head_{label}_heap_bytes_per_series")),
-            g(&format!("head_{label}_allocs_per_series"))
+            g(&format!("head_{label}_allocs_per_series")),
+            g(&format!("head_{label}_mapped_bytes_per_series"))
+        );
+        println!(
+            "| head memory/series after {what}, all chunks on the heap (`Head::new`): RSS / live heap delta | {:.0} B / {:.0} B |",
+            g(&format!("heaphead_{label}_rss_bytes_per_series")),
+            g(&format!("heaphead_{label}_heap_bytes_per_series"))
         );
     }
     for q in [
