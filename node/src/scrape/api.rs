@@ -89,6 +89,37 @@ fn rfc3339(t: Option<SystemTime>) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into())
 }
 
+/// Prometheus's `globalUrl`: the scrape URL with a loopback host replaced
+/// by this machine's hostname, so the link works from elsewhere.
+pub fn global_url(url: &str, hostname: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let (host, port) = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], &authority[i..]),
+        _ => (authority, ""),
+    };
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback && !hostname.is_empty() {
+        format!("{scheme}://{hostname}{port}{path}")
+    } else {
+        url.to_string()
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn dur(d: std::time::Duration) -> String {
     format_duration_ms(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -99,6 +130,7 @@ pub fn targets(m: &ScrapeManager, state: StateFilter, scrape_pool: Option<&str>)
         active_targets: Vec::new(),
         dropped_targets: Vec::new(),
     };
+    let host = hostname();
     for pool in m.snapshot() {
         if scrape_pool.is_some_and(|p| p != pool.job.job_name) {
             continue;
@@ -110,7 +142,7 @@ pub fn targets(m: &ScrapeManager, state: StateFilter, scrape_pool: Option<&str>)
                     labels: map(&a.target.series_labels()),
                     scrape_pool: pool.job.job_name.clone(),
                     scrape_url: a.target.url.clone(),
-                    global_url: a.target.url.clone(),
+                    global_url: global_url(&a.target.url, &host),
                     last_error: a.status.last_error.clone(),
                     last_scrape: rfc3339(a.status.last_scrape),
                     last_scrape_duration: a.status.last_duration.as_secs_f64(),
@@ -184,5 +216,26 @@ mod tests {
         assert_eq!(StateFilter::parse(Some("x")), StateFilter::Any);
         assert_eq!(StateFilter::parse(None), StateFilter::Any);
         assert_eq!(rfc3339(None), "0001-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn global_urls() {
+        assert_eq!(
+            global_url("http://127.0.0.1:1/metrics", "vm"),
+            "http://vm:1/metrics"
+        );
+        assert_eq!(
+            global_url("http://localhost:9/m?a=b", "vm"),
+            "http://vm:9/m?a=b"
+        );
+        assert_eq!(global_url("https://[::1]:9/m", "vm"), "https://vm:9/m");
+        assert_eq!(
+            global_url("http://10.0.0.1:9/m", "vm"),
+            "http://10.0.0.1:9/m"
+        );
+        assert_eq!(
+            global_url("http://127.0.0.1:1/metrics", ""),
+            "http://127.0.0.1:1/metrics"
+        );
     }
 }

@@ -505,6 +505,13 @@ mod tests {
                 ls(&[("a", "foo"), ("b", "x")]),
                 Some(ls(&[("b", "x")])),
             ),
+            // As in Prometheus 2.42 (checked against it): '.' does not
+            // match a newline.
+            (
+                "- source_labels: [a]\n  regex: 'a.b'\n  target_label: m\n  replacement: y",
+                ls(&[("a", "a\nb")]),
+                Some(ls(&[("a", "a\nb")])),
+            ),
             // Named groups and $$.
             (
                 "- source_labels: [a]\n  regex: '(?P<first>\\w)(?P<rest>.*)'\n  target_label: b\n  replacement: '$${rest}=${rest}$first'",
