@@ -455,7 +455,25 @@ fn cmp_asc_nan_last(a: f64, b: f64) -> std::cmp::Ordering {
     }
 }
 
-/// Deterministic position of a series in `[0, 1)` for `limit_ratio`.
+/// Position of a series in `[0, 1]` for `limit_ratio`: Prometheus's label
+/// hash over `u64::MAX`, so the same series are picked as by Prometheus
+/// (ratio `r >= 0` keeps offsets below `r`, `r < 0` those at or above
+/// `1 + r`, which makes `r` and `r - 1` complements).
 fn ratio_offset(l: &Labels) -> f64 {
-    l.hash() as f64 / u64::MAX as f64
+    prometheus_labels_hash(l) as f64 / u64::MAX as f64
+}
+
+/// Prometheus's `labels.Hash()`: xxHash64 (seed 0) of each label's name,
+/// a 0xff byte, its value and another 0xff byte, in label order. Unlike
+/// [`Labels::hash`] (storage's xxh3 series hash) this is part of query
+/// semantics, so it must not change.
+pub(crate) fn prometheus_labels_hash(l: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for (name, value) in l.iter() {
+        h.update(name.as_bytes());
+        h.update(&[0xff]);
+        h.update(value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }

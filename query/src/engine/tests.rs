@@ -753,3 +753,59 @@ fn partial_reads_become_warnings() {
         vec!["PromQL warning: shard 3 unavailable (1:5)"]
     );
 }
+
+#[test]
+fn limit_ratio_uses_prometheus_label_hash() {
+    use crate::engine::aggregate::prometheus_labels_hash;
+    // Expected values computed from the definition (xxHash64, seed 0, of
+    // `name 0xff value 0xff …`) with an independent XXH64 implementation.
+    let long_name = "x".repeat(40);
+    let long_job = "y".repeat(30);
+    let cases: [(Vec<(&str, &str)>, u64); 5] = [
+        (vec![], 0xef46_db37_51d8_e999),
+        (vec![("__name__", "up")], 0x23d4_c2cb_1338_7598),
+        (
+            vec![
+                ("__name__", "http_requests"),
+                ("group", "canary"),
+                ("instance", "0"),
+                ("job", "api-server"),
+            ],
+            0x7285_9264_fb76_4a72,
+        ),
+        (vec![("b", "2"), ("a", "1")], 0xcc47_a7b2_3113_4517),
+        // Over 32 bytes: exercises xxHash64's striped path.
+        (
+            vec![("__name__", &long_name), ("job", &long_job)],
+            0xccbe_83d2_59bb_dfe7,
+        ),
+    ];
+    for (pairs, want) in &cases {
+        let l = Labels::from_pairs(pairs.iter().copied());
+        assert_eq!(prometheus_labels_hash(&l), *want, "{l}");
+    }
+    // Offsets (hash / MaxUint64), from the same computation: `up` 0.140,
+    // `up{a="1",b="2"}` 0.306. Ratio r >= 0 keeps offsets below r; r < 0
+    // keeps offsets at or above 1 + r.
+    let f = Fixture::new(&[
+        (&[("__name__", "up")], vec![(0, 1.0)]),
+        (
+            &[("__name__", "up"), ("a", "1"), ("b", "2")],
+            vec![(0, 2.0)],
+        ),
+    ]);
+    let picked = |r: &str| -> Vec<String> {
+        vector(&f, &format!("limit_ratio({r}, {{__name__=\"up\"}})"), 0)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    };
+    let up = "{__name__=\"up\"}".to_string();
+    let ab = "{__name__=\"up\", a=\"1\", b=\"2\"}".to_string();
+    assert_eq!(picked("0.1"), Vec::<String>::new());
+    assert_eq!(picked("0.2"), vec![up.clone()]);
+    assert_eq!(picked("0.31"), vec![ab.clone(), up]);
+    assert_eq!(picked("-0.8"), vec![ab.clone()]);
+    assert_eq!(picked("-0.7"), vec![ab]);
+    assert_eq!(picked("-0.69"), Vec::<String>::new());
+}
