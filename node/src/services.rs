@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use parking_lot::{Mutex, RwLock};
 use pharos_alerting::eval::{
@@ -110,6 +111,9 @@ pub struct Services {
     config_yaml: RwLock<String>,
     /// Serializes reloads.
     reloading: Mutex<()>,
+    /// Whether the last reload attempt succeeded, and when a config was
+    /// last applied (for `/status/runtimeinfo` and `/metrics`).
+    last_reload: RwLock<(bool, SystemTime)>,
 }
 
 fn labels_of(cfg: &Config) -> Labels {
@@ -212,6 +216,7 @@ impl Services {
             config_path: config_file.map(|f| f.0.to_path_buf()),
             config_yaml: RwLock::new(String::new()),
             reloading: Mutex::new(()),
+            last_reload: RwLock::new((true, SystemTime::now())),
         });
         svc.apply(p, true)?;
         Ok(svc)
@@ -313,8 +318,18 @@ impl Services {
         let Some(path) = &self.config_path else {
             return Ok(());
         };
+        let result = self.reload_from(path);
+        let mut last = self.last_reload.write();
+        last.0 = result.is_ok();
+        if result.is_ok() {
+            last.1 = SystemTime::now();
+        }
+        result
+    }
+
+    fn reload_from(&self, path: &Path) -> Result<(), ReloadError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         })?;
         let config = Config::parse(&text, path)?;
@@ -340,9 +355,34 @@ impl Services {
     /// (`pharos_rules_*`, `pharos_notifier_*`) into `r`. Their counters
     /// start again from zero when a reload rebuilds them.
     pub fn register_metrics(&self, r: &mut prometheus_client::registry::Registry) {
+        use prometheus_client::metrics::gauge::Gauge;
         let rules = self.rules.read();
         rules.manager.metrics.register(r);
         rules.notifier.stats.register(r);
+        let (ok, at) = self.last_reload();
+        let success = Gauge::<i64>::default();
+        success.set(i64::from(ok));
+        r.register(
+            "pharos_config_last_reload_successful",
+            "Whether the last configuration reload attempt succeeded",
+            success,
+        );
+        let when = Gauge::<i64>::default();
+        when.set(
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        );
+        r.register(
+            "pharos_config_last_reload_success_timestamp_seconds",
+            "When a configuration was last applied, seconds since the Unix epoch",
+            when,
+        );
+    }
+
+    /// Whether the last reload attempt succeeded, and when a configuration
+    /// was last applied.
+    pub fn last_reload(&self) -> (bool, SystemTime) {
+        *self.last_reload.read()
     }
 
     /// The applied configuration as YAML, secrets masked.

@@ -84,11 +84,12 @@ pub async fn runtimeinfo(State(st): State<Arc<AppState>>) -> Response {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let corruptions = st.db.open_report().corruptions().len();
+    let (reload_ok, last_config) = st.services.last_reload();
     let data = obj(&[
         ("startTime", s(&rfc3339(st.info.start_time))),
         ("CWD", s(&cwd)),
-        ("reloadConfigSuccess", "true".into()),
-        ("lastConfigTime", s(&rfc3339(st.info.start_time))),
+        ("reloadConfigSuccess", reload_ok.to_string()),
+        ("lastConfigTime", s(&rfc3339(last_config))),
         ("corruptionCount", corruptions.to_string()),
         ("goroutineCount", rt.num_alive_tasks().to_string()),
         ("GOMAXPROCS", rt.num_workers().to_string()),

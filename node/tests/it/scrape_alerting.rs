@@ -215,7 +215,21 @@ async fn scrape_rules_alertmanager_and_reload() {
     )
     .await
     .json();
-    assert_eq!(m["status"], "success", "{m}");
+    let md = m["data"].as_array().unwrap();
+    assert!(md.is_empty(), "`up` is not exposed by the target: {m}");
+    let m = get(
+        addr,
+        &format!(
+            "/api/v1/targets/metadata?match_target={}&metric=pharos_head_series",
+            enc(r#"{job="self"}"#)
+        ),
+    )
+    .await
+    .json();
+    let md = m["data"].as_array().unwrap();
+    assert_eq!(md.len(), 1, "{m}");
+    assert_eq!(md[0]["type"], "gauge");
+    assert_eq!(md[0]["target"]["job"], "self");
     let m = get(addr, "/api/v1/metadata").await.json();
     assert!(
         m["data"]
@@ -285,6 +299,13 @@ async fn scrape_rules_alertmanager_and_reload() {
     .unwrap();
     let r = request(addr, "POST", "/-/reload", &[], b"").await;
     assert_eq!(r.status, 500, "{}", r.text());
+    let info = get(addr, "/api/v1/status/runtimeinfo").await.json();
+    assert_eq!(info["data"]["reloadConfigSuccess"], false, "{info}");
+    let m = get(addr, "/metrics").await.text();
+    assert!(
+        m.contains("pharos_config_last_reload_successful 0\n"),
+        "{m}"
+    );
     let msg = r.text();
     assert!(msg.contains(&cfg.display().to_string()), "{msg}");
     assert!(msg.contains("scrape_intervall"), "{msg}");
@@ -314,6 +335,9 @@ async fn scrape_rules_alertmanager_and_reload() {
     // Reloading the unchanged file succeeds and keeps the target.
     let r = request(addr, "POST", "/-/reload", &[], b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
+
+    let info = get(addr, "/api/v1/status/runtimeinfo").await.json();
+    assert_eq!(info["data"]["reloadConfigSuccess"], true, "{info}");
 
     // A changed config, applied on SIGHUP: job `self` is replaced by `other`.
     std::fs::write(&cfg, config(addr.port(), am_addr.port(), &data, "other")).unwrap();
