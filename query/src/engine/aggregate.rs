@@ -11,9 +11,10 @@ use pharos_storage::labels::{is_valid_label_name, Labels, METRIC_NAME};
 
 use super::binary::{OutBuilder, StepCursors};
 use super::error::QueryError;
-use super::eval::{Evaluator, RSeries, Val, NAME_LIKE};
+use super::eval::{unparen, Evaluator, RSeries, Val, NAME_LIKE};
 use crate::functions::fmt::{format_float_f, format_g};
-use crate::parser::ast::{AggregateExpr, AggregateOp};
+use crate::parser::ast::{AggregateExpr, AggregateOp, Expr};
+use crate::parser::printer::go_quote_bytes;
 
 /// Neumaier-compensated addition: returns the new sum and compensation.
 #[inline]
@@ -81,6 +82,10 @@ pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr) -> Resul
         Some(p) => Some(ev.eval(p)?),
         None => None,
     };
+    if a.op == AggregateOp::CountValues {
+        // Before the input, as Prometheus checks it.
+        check_count_values_label(a, &param)?;
+    }
     let input = match ev.eval(&a.expr)? {
         Val::Vector(v) => v,
         _ => {
@@ -271,18 +276,36 @@ fn fold(
     Ok(Val::Vector(out))
 }
 
+/// `count_values`'s label must be a valid label name. The check and the
+/// quoting in the error use the literal's bytes as written: a string
+/// literal may hold bytes that are not UTF-8 (`"a\xc5z"`), which the
+/// decoded (lossy) value would hide, and Prometheus quotes them as `\xc5`.
+fn check_count_values_label(a: &AggregateExpr, param: &Option<Val>) -> Result<(), QueryError> {
+    let literal = a.param.as_deref().map(unparen).and_then(|p| match p {
+        Expr::String(s) => Some(s.bytes()),
+        _ => None,
+    });
+    let bytes = match (literal, param) {
+        (Some(b), _) => b,
+        (None, Some(Val::String(s))) => s.as_bytes(),
+        _ => return Err(QueryError::bad("count_values requires a string parameter")),
+    };
+    if std::str::from_utf8(bytes).is_ok_and(is_valid_label_name) {
+        Ok(())
+    } else {
+        Err(QueryError::exec(format!(
+            "invalid label name {}",
+            go_quote_bytes(bytes)
+        )))
+    }
+}
+
 fn count_values(
     ev: &mut Evaluator<'_>,
     a: &AggregateExpr,
     input: Vec<RSeries>,
     label: &str,
 ) -> Result<Val, QueryError> {
-    if !is_valid_label_name(label) {
-        return Err(QueryError::exec(format!(
-            "invalid label name {}",
-            pharos_storage::labels::go_quote(label)
-        )));
-    }
     let groups: Vec<Labels> = input
         .iter()
         .map(|s| group_labels(&s.labels, &a.grouping, a.without))

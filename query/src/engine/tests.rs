@@ -809,3 +809,29 @@ fn limit_ratio_uses_prometheus_label_hash() {
     assert_eq!(picked("-0.7"), vec![ab]);
     assert_eq!(picked("-0.69"), Vec::<String>::new());
 }
+
+#[test]
+fn count_values_checks_and_quotes_the_label_as_written() {
+    let f = counters();
+    let msg = |q: &str| {
+        instant(&f, q, 60_000)
+            .expect_err("invalid label")
+            .to_string()
+    };
+    // Not UTF-8: the lossy decoded value ("a\u{fffd}z") must not be what is
+    // checked or quoted; Go quotes the raw byte as \xc5.
+    assert_eq!(
+        msg(r#"count_values("a\xc5z", metric_total)"#),
+        r#"invalid label name "a\xc5z""#
+    );
+    assert_eq!(
+        msg(r#"count_values((("a\xc5z")), metric_total)"#),
+        r#"invalid label name "a\xc5z""#
+    );
+    assert_eq!(
+        msg(r#"count_values("", metric_total)"#),
+        r#"invalid label name """#
+    );
+    let ok = vector(&f, r#"count_values(("v"), metric_total)"#, 60_000);
+    assert_eq!(ok.len(), 2, "{ok:?}");
+}
