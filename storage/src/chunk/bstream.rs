@@ -150,8 +150,10 @@ impl BitReader {
 
     #[inline]
     fn refill(&mut self) {
+        // One deref of the (heap or mapped) bytes per refill, not per byte.
+        let data: &[u8] = &self.data;
         if self.valid == 0 {
-            if let Some(b) = self.data.get(self.pos..self.pos + 8) {
+            if let Some(b) = data.get(self.pos..self.pos + 8) {
                 let mut a = [0u8; 8];
                 a.copy_from_slice(b);
                 self.buf = u64::from_be_bytes(a);
@@ -160,8 +162,8 @@ impl BitReader {
                 return;
             }
         }
-        while self.valid <= 56 && self.pos < self.data.len() {
-            self.buf |= u64::from(self.data[self.pos]) << (56 - self.valid);
+        while self.valid <= 56 && self.pos < data.len() {
+            self.buf |= u64::from(data[self.pos]) << (56 - self.valid);
             self.valid += 8;
             self.pos += 1;
         }

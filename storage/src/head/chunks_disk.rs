@@ -223,12 +223,15 @@ impl ChunkDiskMapper {
             len: 0,
             max: self.max_file_size,
         })?;
-        // SAFETY: the file was just created (`create_new`) in a directory
-        // that belongs to this head (emptied on open; Db holds the data
-        // directory for one process). This code never truncates or shrinks
-        // it: it only appends within the size set above and finally unlinks
-        // it, which leaves existing maps valid. So every mapped byte stays
-        // backed by the file for the life of the map.
+        // SAFETY: the file was just created (`create_new`) in this head's
+        // own directory and sized above; nothing in Pharos ever truncates or
+        // shrinks it: this code only appends within that size and finally
+        // unlinks it, and the only other removal is `open` emptying the
+        // directory (by a second `Db` on the same directory, before its WAL
+        // lock refuses it), which also only unlinks. Unlinking leaves a
+        // mapping valid, so every mapped byte stays backed by the file for
+        // the life of the map. (Truncation by another program would be
+        // outside the data directory's contract, as for the WAL and blocks.)
         let map = unsafe { MmapOptions::new().len(len).map(w.get_ref()) }.map_err(io_err(&path))?;
         inner.active = Some(ActiveFile {
             seq,
