@@ -135,23 +135,25 @@ pub struct Batch {
 }
 
 /// Attaches target labels to a scraped series, as Prometheus does: with
-/// `honor_labels` the scraped value wins; otherwise the target's wins and
-/// each clashing scraped label is kept as `exported_<name>` (conflicts
-/// resolved shortest name first, the prefix repeated until the name is
-/// free). Empty values count as absent.
+/// `honor_labels` a scraped label that is present — even with an empty
+/// value, which then removes the label — wins; otherwise the target's wins
+/// and each clashing non-empty scraped label is kept as `exported_<name>`
+/// (conflicts resolved shortest name first, the prefix repeated until the
+/// name is free). Empty values are dropped when the label set is built.
 pub fn attach_target_labels(
     scraped: &mut Vec<(String, String)>,
     target: &Labels,
     honor_labels: bool,
 ) {
-    scraped.retain(|(_, v)| !v.is_empty());
     let mut conflicts: Vec<(String, String)> = Vec::new();
     for (name, value) in target.iter() {
         match scraped.iter().position(|(n, _)| n == name) {
             Some(_) if honor_labels => {}
             Some(i) => {
                 let old = std::mem::replace(&mut scraped[i].1, value.to_string());
-                conflicts.push((name.to_string(), old));
+                if !old.is_empty() {
+                    conflicts.push((name.to_string(), old));
+                }
             }
             None => scraped.push((name.to_string(), value.to_string())),
         }
@@ -159,10 +161,13 @@ pub fn attach_target_labels(
     conflicts.sort_by_key(|(n, _)| n.len());
     for (name, value) in conflicts {
         let mut exported = format!("exported_{name}");
-        while scraped.iter().any(|(n, _)| *n == exported) {
+        while scraped.iter().any(|(n, v)| *n == exported && !v.is_empty()) {
             exported = format!("exported_{exported}");
         }
-        scraped.push((exported, value));
+        match scraped.iter_mut().find(|(n, _)| *n == exported) {
+            Some(slot) => slot.1 = value,
+            None => scraped.push((exported, value)),
+        }
     }
 }
 
@@ -823,6 +828,12 @@ mod tests {
         let mut scraped = vec![("job".to_string(), String::new())];
         attach_target_labels(&mut scraped, &target(), false);
         assert!(!scraped.iter().any(|(n, _)| n.starts_with("exported_")));
+        // With honor_labels, a present but empty scraped label removes the
+        // target's (checked against Prometheus 2.42).
+        let mut scraped = vec![("job".to_string(), String::new())];
+        attach_target_labels(&mut scraped, &target(), true);
+        let got = Labels::from_pairs(scraped.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        assert_eq!(got, Labels::from_pairs([("instance", "h:1")]));
     }
 
     #[test]

@@ -678,3 +678,117 @@ async fn target_relabeling_matches_prometheus() {
         Some(4)
     );
 }
+
+/// Sample labeling, differential: target labels against scraped ones
+/// (`honor_labels` off and on, `exported_` prefixes, empty values) and
+/// metric relabeling, Prometheus 2.42 scraping a fixed body versus Pharos's
+/// `process_body` on the same body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_labeling_matches_prometheus() {
+    if !peers_available() {
+        return;
+    }
+    use pharos_node::scrape::exposition::Format;
+    use pharos_node::scrape::scrape_loop::{process_body, SeriesCache};
+    use pharos_node::scrape::target::{group_labels, populate, Populated};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "# TYPE m gauge\nm{job=\"inner\",instance=\"x\",exported_job=\"e\",a=\"1\"} 1\nm{job=\"\",b=\"2\"} 2\nn{env=\"scraped\",exported_env=\"x\"} 3\n";
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let exp = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{BODY}",
+                        BODY.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let yaml = format!(
+        r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: plain
+    static_configs: [{{targets: ['{exp}'], labels: {{env: test}}}}]
+  - job_name: honor
+    honor_labels: true
+    static_configs: [{{targets: ['{exp}'], labels: {{env: test}}}}]
+  - job_name: mrelabel
+    static_configs: [{{targets: ['{exp}']}}]
+    metric_relabel_configs:
+      - action: labeldrop
+        regex: a
+      - source_labels: [exported_job, b]
+        separator: '|'
+        target_label: joined
+      - source_labels: [__name__]
+        regex: n
+        action: drop
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let prom_addr = free_addr();
+    let _prom = Proc(
+        Command::new(PROMETHEUS)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("prom").display()
+            ))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("prometheus scraped all three jobs", 20, || async {
+        tokio::net::TcpStream::connect(prom_addr).await.is_ok()
+            && prom_series(prom_addr, "up == 1").await.len() == 3
+    })
+    .await;
+    let prometheus: BTreeSet<Labels> = prom_series(prom_addr, "{__name__=~\"m|n\"}")
+        .await
+        .into_keys()
+        .collect();
+    let settings = ScrapeFile::parse(&yaml, &cfg).unwrap().settings(&cfg);
+    let mut pharos = BTreeSet::new();
+    for job in &settings.jobs {
+        let g = group_labels(&exp.to_string(), &job.static_configs[0].labels, &[]);
+        let Populated::Active(t) = populate(job, &g).unwrap() else {
+            panic!("dropped")
+        };
+        let b = process_body(
+            BODY.as_bytes(),
+            Format::PromText,
+            &t.series_labels(),
+            job,
+            0,
+            &mut SeriesCache::default(),
+        )
+        .unwrap();
+        pharos.extend(b.samples.into_iter().map(|(l, _, _)| l));
+    }
+    let only_pharos: Vec<_> = pharos.difference(&prometheus).collect();
+    let only_prom: Vec<_> = prometheus.difference(&pharos).collect();
+    assert!(
+        only_pharos.is_empty() && only_prom.is_empty(),
+        "series differ:\nonly in Pharos: {only_pharos:?}\nonly in Prometheus: {only_prom:?}"
+    );
+    assert_eq!(pharos.len(), 8);
+}
