@@ -37,6 +37,9 @@ use crate::scrape::manager::ScrapeManager;
 use crate::scrape::target::SingleNode;
 use crate::sink::WriteSink;
 
+/// Longest a retiring notifier may take to send what it still holds.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Prometheus's default `global.evaluation_interval`.
 const DEFAULT_EVALUATION_INTERVAL_MS: i64 = 60_000;
 
@@ -298,13 +301,24 @@ impl Services {
                 fresh.notifier_task.abort();
                 return Err(ReloadError::Rules(join_errors(&errs)));
             }
+            // The old manager stops before the new one starts, so no group
+            // is evaluated twice for the same tick.
+            let mut slot = self.rules.write();
+            slot.manager.stop();
             if let Err(e) = fresh.manager.start() {
                 fresh.notifier_task.abort();
+                // Only possible outside a runtime; the old rules go on.
+                let _ = slot.manager.start();
                 return Err(ReloadError::Rules(e.to_string()));
             }
-            let old = std::mem::replace(&mut *self.rules.write(), fresh);
-            old.manager.stop();
-            old.notifier_task.abort();
+            let old = std::mem::replace(&mut *slot, fresh);
+            drop(slot);
+            // What the old notifier still holds (resolved alerts, say) is
+            // sent before it goes.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(SHUTDOWN_FLUSH, old.notifier.flush()).await;
+                old.notifier_task.abort();
+            });
         }
         self.scrape.apply(p.config.scrape_settings(&p.base_dir));
         *self.config_yaml.write() = p.yaml;
@@ -399,7 +413,7 @@ impl Services {
         };
         manager.stop();
         self.scrape.shutdown().await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), notifier.flush()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH, notifier.flush()).await;
         self.rules.read().notifier_task.abort();
     }
 }
