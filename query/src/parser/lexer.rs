@@ -95,6 +95,7 @@ pub(crate) fn lex(input: &str) -> Result<Vec<Token>, LexError> {
         input,
         pos: 0,
         brackets: 0,
+        parens: 0,
         braces: false,
         toks: Vec::new(),
     };
@@ -108,6 +109,9 @@ struct Lexer<'a> {
     pos: usize,
     /// Open `[` count: inside, `:` separates a subquery's range and step.
     brackets: u32,
+    /// `(` minus `)` so far. Prometheus's lexer reports an unclosed
+    /// parenthesis at the end of input before an unclosed bracket.
+    parens: i64,
     /// Inside `{...}`: identifiers are label names, never keywords or numbers.
     braces: bool,
     toks: Vec<Token>,
@@ -152,8 +156,14 @@ impl<'a> Lexer<'a> {
                     }
                 }
                 b',' => self.single(TokKind::Comma),
-                b'(' => self.single(TokKind::LParen),
-                b')' => self.single(TokKind::RParen),
+                b'(' => {
+                    self.parens += 1;
+                    self.single(TokKind::LParen)
+                }
+                b')' => {
+                    self.parens -= 1;
+                    self.single(TokKind::RParen)
+                }
                 b'{' => {
                     if self.braces {
                         return self.err(start, start + 1, "unexpected left brace '{'");
@@ -241,6 +251,9 @@ impl<'a> Lexer<'a> {
             return self.err(self.pos, self.pos, "unexpected end of input inside braces");
         }
         if self.brackets > 0 {
+            if self.parens > 0 {
+                return self.err(self.pos, self.pos, "unclosed left parenthesis");
+            }
             return self.err(self.pos, self.pos, "unclosed left bracket");
         }
         let end = self.pos;

@@ -163,6 +163,7 @@ pub fn parse_with(input: &str, opts: &ParseOptions) -> Result<Expr, ParseError> 
         depth: 0,
     };
     p.parse_top()
+        .map_err(|e| p.unclosed_paren_at_eof().unwrap_or(e))
         .map_err(|e| ParseError::new(input, e.pos, e.msg))
 }
 
@@ -470,6 +471,32 @@ impl<'a> Parser<'a> {
 
     // ---- expressions ----
 
+    /// Prometheus's lexer answers the end of input with an error instead of
+    /// EOF while a `(` is open, and its parser reports only that error
+    /// (at the end of input). So any error met at the end of input while a
+    /// parenthesis is open (`sum(x`, `sum(`, `(rate(x)`) becomes
+    /// "unclosed left parenthesis" there. Errors before the end win, as an
+    /// unmatched `)` always fails where it stands.
+    fn unclosed_paren_at_eof(&self) -> Option<Err0> {
+        if self.kind() != TokKind::Eof {
+            return None;
+        }
+        let opens = self
+            .toks
+            .iter()
+            .filter(|t| t.kind == TokKind::LParen)
+            .count();
+        let closes = self
+            .toks
+            .iter()
+            .filter(|t| t.kind == TokKind::RParen)
+            .count();
+        (opens > closes).then(|| Err0 {
+            pos: PosRange::new(self.input.len(), self.input.len()),
+            msg: "unclosed left parenthesis".to_string(),
+        })
+    }
+
     fn parse_top(&mut self) -> R<Expr> {
         if self.kind() == TokKind::Eof {
             return err(PosRange::new(0, 0), "no expression found in input");
@@ -711,7 +738,8 @@ impl<'a> Parser<'a> {
     fn finish_paren(&mut self, open: PosRange, inner: Expr, h: usize) -> R<P> {
         if self.kind() != TokKind::RParen {
             if self.kind() == TokKind::Eof {
-                return err(open, "unclosed left parenthesis");
+                // At the end of input, as Prometheus's lexer reports it.
+                return err(self.tok().pos(), "unclosed left parenthesis");
             }
             return self.unexpected("paren expression", "\")\"");
         }
@@ -1332,7 +1360,7 @@ impl<'a> Parser<'a> {
         ctx: &str,
         selector_arg: Option<usize>,
     ) -> R<(Vec<Expr>, usize, PosRange)> {
-        let open = self.expect(TokKind::LParen, ctx, "\"(\"")?.pos();
+        self.expect(TokKind::LParen, ctx, "\"(\"")?;
         let mut args = Vec::new();
         let mut h = 0;
         if self.kind() != TokKind::RParen {
@@ -1344,7 +1372,7 @@ impl<'a> Parser<'a> {
                 };
                 h = h.max(arg.1);
                 args.push(arg.0);
-                if !self.after_arg(ctx, open)? {
+                if !self.after_arg(ctx)? {
                     break;
                 }
             }
@@ -1378,7 +1406,7 @@ impl<'a> Parser<'a> {
     /// After an argument: true if another follows (a comma was consumed),
     /// false at the closing parenthesis (not consumed).
     #[inline(never)]
-    fn after_arg(&mut self, ctx: &str, open: PosRange) -> R<bool> {
+    fn after_arg(&mut self, ctx: &str) -> R<bool> {
         match self.kind() {
             TokKind::Comma => {
                 let comma = self.advance();
@@ -1391,7 +1419,7 @@ impl<'a> Parser<'a> {
                 Ok(true)
             }
             TokKind::RParen => Ok(false),
-            TokKind::Eof => err(open, "unclosed left parenthesis"),
+            TokKind::Eof => err(self.tok().pos(), "unclosed left parenthesis"),
             _ => self.unexpected(ctx, "\",\" or \")\""),
         }
     }

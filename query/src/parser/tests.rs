@@ -574,10 +574,28 @@ fn syntax_errors_have_positions() {
         err_all("foo bar"),
         "1:5: parse error: unexpected identifier \"bar\""
     );
-    assert_eq!(
-        err_all("sum(x"),
-        "1:4: parse error: unclosed left parenthesis"
-    );
+    // Prometheus reports an open parenthesis where the input ends, whatever
+    // the parser expected there, and before an open bracket.
+    for (q, want) in [
+        ("sum(x", "1:6"),
+        ("sum(rate(requests_total[2m])", "1:29"),
+        ("sum(", "1:5"),
+        ("sum(x) by (", "1:12"),
+        ("(1 +", "1:5"),
+        ("rate(x[5m]", "1:11"),
+        ("(rate(x)", "1:9"),
+        ("sum(x[5m", "1:9"),
+        ("sum(\n  x  ", "2:6"),
+        ("sum(x # comment", "1:16"),
+    ] {
+        assert_eq!(
+            err_all(q),
+            format!("{want}: parse error: unclosed left parenthesis"),
+            "{q:?}"
+        );
+    }
+    // An error before the end of input still wins.
+    assert_eq!(err_all("sum(x y"), err_all("sum(x y)"),);
     assert_eq!(
         err_all("x)"),
         "1:2: parse error: unexpected right parenthesis \")\""
