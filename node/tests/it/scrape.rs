@@ -683,16 +683,16 @@ async fn target_relabeling_matches_prometheus() {
 /// (`honor_labels` off and on, `exported_` prefixes, empty values) and
 /// metric relabeling, Prometheus 2.42 scraping a fixed body versus Pharos's
 /// `process_body` on the same body.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sample_labeling_matches_prometheus() {
-    if !peers_available() {
-        return;
-    }
+async fn labeling_differential(
+    body: &'static str,
+    content_type: &'static str,
+    jobs: &str,
+    expect_series: usize,
+) {
     use pharos_node::scrape::exposition::Format;
     use pharos_node::scrape::scrape_loop::{process_body, SeriesCache};
     use pharos_node::scrape::target::{group_labels, populate, Populated};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BODY: &str = "# TYPE m gauge\nm{job=\"inner\",instance=\"x\",exported_job=\"e\",a=\"1\"} 1\nm{job=\"\",b=\"2\"} 2\nn{env=\"scraped\",exported_env=\"x\"} 3\n";
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let exp = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -707,8 +707,8 @@ async fn sample_labeling_matches_prometheus() {
                         return;
                     }
                     let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{BODY}",
-                        BODY.len()
+                        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
                     );
                     if s.write_all(resp.as_bytes()).await.is_err() {
                         return;
@@ -718,28 +718,10 @@ async fn sample_labeling_matches_prometheus() {
         }
     });
     let yaml = format!(
-        r#"global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: plain
-    static_configs: [{{targets: ['{exp}'], labels: {{env: test}}}}]
-  - job_name: honor
-    honor_labels: true
-    static_configs: [{{targets: ['{exp}'], labels: {{env: test}}}}]
-  - job_name: mrelabel
-    static_configs: [{{targets: ['{exp}']}}]
-    metric_relabel_configs:
-      - action: labeldrop
-        regex: a
-      - source_labels: [exported_job, b]
-        separator: '|'
-        target_label: joined
-      - source_labels: [__name__]
-        regex: n
-        action: drop
-"#
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n{}",
+        jobs.replace("{exp}", &exp.to_string())
     );
+    let n_jobs = yaml.matches("job_name").count();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, &yaml).unwrap();
@@ -759,13 +741,14 @@ scrape_configs:
     );
     wait_until("prometheus scraped all three jobs", 20, || async {
         tokio::net::TcpStream::connect(prom_addr).await.is_ok()
-            && prom_series(prom_addr, "up == 1").await.len() == 3
+            && prom_series(prom_addr, "up == 1").await.len() == n_jobs
     })
     .await;
-    let prometheus: BTreeSet<Labels> = prom_series(prom_addr, "{__name__=~\"m|n\"}")
-        .await
-        .into_keys()
-        .collect();
+    let prometheus: BTreeSet<Labels> =
+        prom_series(prom_addr, "{__name__=~\".+\",__name__!~\"up|scrape_.+\"}")
+            .await
+            .into_keys()
+            .collect();
     let settings = ScrapeFile::parse(&yaml, &cfg).unwrap().settings(&cfg);
     let mut pharos = BTreeSet::new();
     for job in &settings.jobs {
@@ -773,9 +756,10 @@ scrape_configs:
         let Populated::Active(t) = populate(job, &g).unwrap() else {
             panic!("dropped")
         };
+        let format = Format::from_content_type(Some(content_type));
         let b = process_body(
-            BODY.as_bytes(),
-            Format::PromText,
+            body.as_bytes(),
+            format,
             &t.series_labels(),
             job,
             0,
@@ -790,5 +774,49 @@ scrape_configs:
         only_pharos.is_empty() && only_prom.is_empty(),
         "series differ:\nonly in Pharos: {only_pharos:?}\nonly in Prometheus: {only_prom:?}"
     );
-    assert_eq!(pharos.len(), 8);
+    assert_eq!(pharos.len(), expect_series, "{pharos:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_labeling_matches_prometheus() {
+    if !peers_available() {
+        return;
+    }
+    const BODY: &str = "# TYPE m gauge\nm{job=\"inner\",instance=\"x\",exported_job=\"e\",a=\"1\"} 1\nm{job=\"\",b=\"2\"} 2\nn{env=\"scraped\",exported_env=\"x\"} 3\n";
+    let jobs = r#"  - job_name: plain
+    static_configs: [{targets: ['{exp}'], labels: {env: test}}]
+  - job_name: honor
+    honor_labels: true
+    static_configs: [{targets: ['{exp}'], labels: {env: test}}]
+  - job_name: mrelabel
+    static_configs: [{targets: ['{exp}']}]
+    metric_relabel_configs:
+      - action: labeldrop
+        regex: a
+      - source_labels: [exported_job, b]
+        separator: '|'
+        target_label: joined
+      - source_labels: [__name__]
+        regex: n
+        action: drop
+"#;
+    labeling_differential(BODY, "text/plain; version=0.0.4", jobs, 8).await;
+}
+
+/// The same for an OpenMetrics body: counters with `_total` and `_created`,
+/// info, stateset, histogram, escapes, exemplars and units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_series_match_prometheus() {
+    if !peers_available() {
+        return;
+    }
+    const BODY: &str = "# TYPE req counter\n# HELP req Requests \\\"x\\\".\nreq_total{code=\"200\"} 10 # {trace_id=\"a\"} 1\nreq_created{code=\"200\"} 1.7e9\n# TYPE build info\nbuild_info{version=\"1.0\",path=\"C:\\\\x\\ny\"} 1\n# TYPE state stateset\nstate{state=\"on\"} 1\nstate{state=\"off\"} 0\n# TYPE lat_seconds histogram\n# UNIT lat_seconds seconds\nlat_seconds_bucket{le=\"0.1\"} 1\nlat_seconds_bucket{le=\"+Inf\"} 2\nlat_seconds_count 2\nlat_seconds_sum 0.3\n# EOF\n";
+    let jobs = "  - job_name: om\n    static_configs: [{targets: ['{exp}']}]\n";
+    labeling_differential(
+        BODY,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        jobs,
+        9,
+    )
+    .await;
 }
