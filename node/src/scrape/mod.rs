@@ -10,20 +10,21 @@
 //! (targets, reloads, file_sd), [`api`] (`/api/v1/targets` JSON types).
 //! Must not: serve HTTP routes itself or reach into storage directly.
 //!
-//! Wiring into the server (what `server.rs` does):
-//! 1. At start, after loading the config file:
-//!    `let scrape = ScrapeManager::new(sink.clone(), Arc::new(SingleNode));`
-//!    then `scrape.reload_file(&config_path)?` (inside the runtime).
-//! 2. On `POST /-/reload` and SIGHUP: parse the node's own
-//!    [`crate::config::Config`] first; if it loads, call
-//!    `scrape.reload_file(&config_path)`; on `Err` answer 500 with the
-//!    error text (file, line, field) — the running scrape config stays.
-//! 3. Routes: `GET /api/v1/targets` → `api::targets(&scrape,
-//!    api::StateFilter::parse(state), scrape_pool)`; `GET
-//!    /api/v1/targets/metadata` → `api::targets_metadata(&scrape,
-//!    &matchers, metric, limit)`; both inside the usual success envelope.
-//! 4. On shutdown: `scrape.shutdown().await` before closing storage.
-//! 5. Drop `scrape_configs` from `Config::inert_sections`.
+//! Wiring into the server (done in `services.rs` / `http/services.rs`):
+//! 1. `crate::config::Config` holds `scrape_configs` as
+//!    [`config::ScrapeConfig`] and validates the file with
+//!    [`config::ScrapeFile::parse`], so a bad scrape section is refused
+//!    with file, line and field before anything is applied.
+//! 2. At start: `ScrapeManager::new(sink, Arc::new(SingleNode))`, then
+//!    `manager.apply(config.scrape_settings(base_dir))`; on `/-/reload` and
+//!    SIGHUP the same `apply` with the newly loaded config, only if it
+//!    loaded. ([`manager::ScrapeManager::reload_file`] does load-then-apply
+//!    in one call for callers without their own loader.)
+//! 3. Routes: `GET /api/v1/targets` → [`api::targets`];
+//!    `GET /api/v1/targets/metadata` → [`api::targets_metadata`].
+//! 4. Shutdown: `manager.shutdown().await` before storage closes.
+//! 5. A cluster supplies its shard map as a [`target::Sharded`] (or any
+//!    [`target::Assignment`]) instead of `SingleNode`.
 
 pub mod api;
 pub mod client;
