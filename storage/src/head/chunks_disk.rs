@@ -324,10 +324,7 @@ pub(crate) fn read_records(path: &Path) -> io::Result<Vec<Record>> {
     }
     let mut out = Vec::new();
     let mut p = FILE_HEADER_SIZE as usize;
-    loop {
-        let Some(fixed) = b.get(p..p + RECORD_FIXED) else {
-            break;
-        };
+    while let Some(fixed) = b.get(p..p + RECORD_FIXED) {
         let mut len = 0u64;
         let mut q = p + RECORD_FIXED;
         let mut shift = 0;
