@@ -228,8 +228,9 @@ impl<'a> Windows<'a> {
     }
 
     /// As [`Windows::new`], counting every step and the samples of each
-    /// window against the query's deadline and cancel flag: once the query
-    /// must stop, the error is deferred on `ev` and iteration ends early.
+    /// window against the query's deadline and cancel flag (once the query
+    /// must stop, the error is deferred on `ev` and iteration ends early),
+    /// and counting each window's samples as queryable samples read.
     pub(crate) fn checked(
         ev: &'a Evaluator<'a>,
         pts: &'a [(i64, f64)],
@@ -267,6 +268,9 @@ impl<'a> Iterator for Windows<'a> {
                 self.lo += 1;
             }
             if self.lo < self.hi {
+                if let Some(ev) = self.ev {
+                    ev.count_queryable(i, self.hi - self.lo);
+                }
                 return Some((i, &self.pts[self.lo..self.hi], self.lo));
             }
         }
@@ -291,6 +295,15 @@ pub(crate) struct Evaluator<'a> {
     deadline: Option<Instant>,
     /// Work units counted by [`Evaluator::tick`] since the last check.
     work: Cell<usize>,
+    /// Subqueries being evaluated around the current node: queryable
+    /// samples are counted as Prometheus does only at depth 0 (and at depth
+    /// 1 for a subquery that is the whole query).
+    sub_depth: usize,
+    queryable: Cell<u64>,
+    /// Queryable samples read at depth 1, for a top-level subquery.
+    sub_queryable: Cell<u64>,
+    /// Queryable samples per step of the query; empty unless enabled.
+    per_step: Vec<Cell<u64>>,
     /// Samples decoded lazily (through `&self`).
     decoded: Cell<usize>,
     /// First error raised where no `Result` can be returned (lazy decoding).
@@ -322,6 +335,10 @@ impl<'a> Evaluator<'a> {
             live: 0,
             deadline: started.checked_add(opts.timeout),
             work: Cell::new(0),
+            sub_depth: 0,
+            queryable: Cell::new(0),
+            sub_queryable: Cell::new(0),
+            per_step: Vec::new(),
             decoded: Cell::new(0),
             deferred: RefCell::new(None),
             cancel: None,
@@ -367,6 +384,27 @@ impl<'a> Evaluator<'a> {
         match self.deadline {
             Some(d) if Instant::now() > d => Err(QueryError::Timeout { phase: EVAL_PHASE }),
             _ => Ok(()),
+        }
+    }
+
+    /// Also count queryable samples per step of the query.
+    pub(crate) fn enable_per_step_stats(&mut self) {
+        self.per_step = (0..self.nsteps()).map(|_| Cell::new(0)).collect();
+    }
+
+    /// Counts `n` queryable samples read at step `step` of the current
+    /// range (see [`QueryStats::total_queryable_samples`]).
+    #[inline]
+    pub(crate) fn count_queryable(&self, step: usize, n: usize) {
+        match self.sub_depth {
+            0 => {
+                self.queryable.set(self.queryable.get() + n as u64);
+                if let Some(c) = self.per_step.get(step) {
+                    c.set(c.get() + n as u64);
+                }
+            }
+            1 => self.sub_queryable.set(self.sub_queryable.get() + n as u64),
+            _ => {}
         }
     }
 
@@ -468,10 +506,20 @@ impl<'a> Evaluator<'a> {
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.eval_vector_selector(vs, false)?)),
             Expr::MatrixSelector(ms) => {
                 let rd = self.eval_matrix_selector(ms, None)?;
-                Ok(Val::Matrix(instant_windows(self, rd)))
+                let m = instant_windows(self, rd);
+                let n = m.iter().map(|s| s.points.len()).sum();
+                self.count_queryable(0, n);
+                Ok(Val::Matrix(m))
             }
             Expr::Subquery(sq) => {
+                // Only a whole query can be a bare subquery; Prometheus
+                // counts what its inner expression read, at every step.
+                self.sub_queryable.set(0);
                 let rd = self.eval_subquery(sq)?;
+                let inner = self.sub_queryable.get() as usize;
+                for step in 0..self.nsteps() {
+                    self.count_queryable(step, inner);
+                }
                 Ok(Val::Matrix(instant_windows(self, rd)))
             }
             Expr::Binary(b) => super::binary::eval_binary(self, b),
@@ -731,6 +779,7 @@ impl<'a> Evaluator<'a> {
                     }
                     _ => bv,
                 };
+                self.count_queryable(i, 1);
                 pts.push((self.ts(i), v));
             }
             if !pts.is_empty() {
@@ -774,6 +823,7 @@ impl<'a> Evaluator<'a> {
                 }
                 let (st, sv) = samples[idx - 1];
                 if st > r - lookback && !is_stale_nan(sv) {
+                    self.count_queryable(i, 1);
                     pts.push((i, st, sv));
                 }
             }
@@ -811,6 +861,7 @@ impl<'a> Evaluator<'a> {
                 }
                 let (t, v) = samples[idx - 1];
                 if t > r - lookback && !is_stale_nan(v) {
+                    self.count_queryable(i, 1);
                     pts.push((i, s.start_timestamp_at(t)));
                 }
             }
@@ -966,7 +1017,9 @@ impl<'a> Evaluator<'a> {
             self.start = inner_start;
             self.end = last;
             self.interval = step;
+            self.sub_depth += 1;
             let res = self.eval(&sq.expr);
+            self.sub_depth -= 1;
             let n = self.nsteps();
             let start = self.start;
             (self.start, self.end, self.interval) = saved;
@@ -1067,6 +1120,13 @@ impl<'a> Evaluator<'a> {
         prepared: Instant,
     ) -> QueryResult {
         self.stats.samples_loaded += self.decoded.get();
+        self.stats.total_queryable_samples = self.queryable.get();
+        self.stats.queryable_samples_per_step = self
+            .per_step
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.ts(i), c.get()))
+            .collect();
         self.stats.prepare_time = prepared.duration_since(started);
         self.stats.eval_time = prepared.elapsed();
         QueryResult {
@@ -1081,7 +1141,7 @@ impl<'a> Evaluator<'a> {
 fn instant_windows(ev: &Evaluator<'_>, rd: RangeData) -> Vec<RSeries> {
     let mut out = Vec::new();
     rd.for_each(ev, |labels, drop_name, pts| {
-        if let Some((_, w, _)) = Windows::checked(ev, pts, &rd.refs, rd.range).next() {
+        if let Some((_, w, _)) = Windows::new(pts, &rd.refs, rd.range).next() {
             out.push(RSeries {
                 labels: labels.clone(),
                 drop_name,

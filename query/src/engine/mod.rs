@@ -66,11 +66,23 @@ impl Default for EngineOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    /// Fill [`QueryStats::queryable_samples_per_step`].
+    per_step_stats: bool,
 }
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Self {
-        Engine { opts }
+        Engine {
+            opts,
+            per_step_stats: false,
+        }
+    }
+
+    /// This engine, also counting queryable samples per step (what the
+    /// HTTP API's `stats=all` shows); costs one counter per step.
+    pub fn with_per_step_stats(mut self, on: bool) -> Self {
+        self.per_step_stats = on;
+        self
     }
 
     pub fn options(&self) -> &EngineOptions {
@@ -99,6 +111,9 @@ impl Engine {
         let started = Instant::now();
         let mut ev = eval::Evaluator::new(q, &self.opts, ts_ms, ts_ms, 0, started);
         ev.cancel = cancel;
+        if self.per_step_stats {
+            ev.enable_per_step_stats();
+        }
         ev.check_expr(expr)?;
         let prepared = Instant::now();
         let val = ev.eval_top(expr)?;
@@ -147,6 +162,9 @@ impl Engine {
         let started = Instant::now();
         let mut ev = eval::Evaluator::new(q, &self.opts, start_ms, end_ms, step_ms, started);
         ev.cancel = cancel;
+        if self.per_step_stats {
+            ev.enable_per_step_stats();
+        }
         ev.check_expr(expr)?;
         let ty = eval::expr_type(expr);
         if !matches!(

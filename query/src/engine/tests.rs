@@ -835,3 +835,59 @@ fn count_values_checks_and_quotes_the_label_as_written() {
     let ok = vector(&f, r#"count_values(("v"), metric_total)"#, 60_000);
     assert_eq!(ok.len(), 2, "{ok:?}");
 }
+
+#[test]
+fn queryable_samples_are_counted_per_step_as_prometheus_does() {
+    let f = counters();
+    let eng = engine().with_per_step_stats(true);
+    let stats = |q: &str, t: i64| {
+        let e = parse_with(q, &ParseOptions::all()).expect("parses");
+        eng.instant_query(&f, &e, t).expect("runs").stats
+    };
+    // Two series every 10s. An instant selector: one sample per series.
+    let s = stats("metric_total", 600_000);
+    assert_eq!(s.total_queryable_samples, 2);
+    assert_eq!(s.queryable_samples_per_step, vec![(600_000, 2)]);
+    // A range function reads its window: (540s, 600s] holds 6 per series.
+    assert_eq!(
+        stats("rate(metric_total[1m])", 600_000).total_queryable_samples,
+        12
+    );
+    assert_eq!(
+        stats("metric_total[1m]", 600_000).total_queryable_samples,
+        12
+    );
+    // Through a subquery only the window over its result counts (steps at
+    // 560s, 580s, 600s), not what its inner selector read.
+    assert_eq!(
+        stats("max_over_time(metric_total[1m:20s])", 600_000).total_queryable_samples,
+        6
+    );
+    // A whole-query subquery counts what its inner expression read.
+    assert_eq!(
+        stats("metric_total[1m:20s]", 600_000).total_queryable_samples,
+        6
+    );
+    assert_eq!(
+        stats("sum_over_time(metric_total[1m:20s])[1m:20s]", 600_000).total_queryable_samples,
+        18
+    );
+
+    let e = parse_with(
+        "sum(metric_total) + metric_total{job=\"a\"}",
+        &ParseOptions::all(),
+    )
+    .expect("parses");
+    let r = eng.range_query(&f, &e, 0, 60_000, 30_000).expect("runs");
+    assert_eq!(
+        r.stats.queryable_samples_per_step,
+        vec![(0, 3), (30_000, 3), (60_000, 3)]
+    );
+    assert_eq!(r.stats.total_queryable_samples, 9);
+    // Off by default; the total is always there.
+    let r = engine()
+        .range_query(&f, &e, 0, 60_000, 30_000)
+        .expect("runs");
+    assert!(r.stats.queryable_samples_per_step.is_empty());
+    assert_eq!(r.stats.total_queryable_samples, 9);
+}

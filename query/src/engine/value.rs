@@ -64,6 +64,17 @@ pub struct QueryStats {
     pub select_time: Duration,
     /// Whole evaluation.
     pub eval_time: Duration,
+    /// Prometheus's `totalQueryableSamples`: at every step, each sample an
+    /// instant selector picks plus each sample in the window a range
+    /// function reads (or, for an instant query of a matrix selector, the
+    /// samples returned). Samples read inside a subquery are counted only
+    /// through the windows over its result; an instant query of a subquery
+    /// counts those its inner expression read.
+    pub total_queryable_samples: u64,
+    /// The same per step as `(step timestamp ms, samples)`
+    /// (`totalQueryableSamplesPerStep` of the API's `stats=all`). Empty
+    /// unless enabled with [`crate::engine::Engine::with_per_step_stats`].
+    pub queryable_samples_per_step: Vec<(i64, u64)>,
 }
 
 /// A finished query.
