@@ -105,6 +105,9 @@ fn vector_scalar(
 ) -> Vec<RSeries> {
     let drop = drops_name(b.op, b.return_bool);
     for s in &mut vec {
+        if !ev.tick_or_defer(s.points.len()) {
+            break;
+        }
         s.points.retain_mut(|p| {
             let sv = scalar[ev.step_of(p.0)];
             let (l, r) = if scalar_is_lhs { (sv, p.1) } else { (p.1, sv) };

@@ -90,6 +90,9 @@ fn map_points(
     mut f: impl FnMut(f64, usize) -> Option<f64>,
 ) -> Vec<RSeries> {
     for s in &mut v {
+        if !ev.tick_or_defer(s.points.len()) {
+            break;
+        }
         s.drop_name = true;
         s.points.retain_mut(|p| match f(p.1, ev.step_of(p.0)) {
             Some(x) => {
