@@ -221,8 +221,9 @@ pub fn success(data: &str, warnings: &[String], infos: &[String]) -> String {
     out
 }
 
-/// Query statistics in Prometheus's `stats` shape (`stats=all` adds the
-/// per-step samples, which the engine does not track: omitted).
+/// Query statistics in Prometheus's `stats` shape. Per-step samples are
+/// omitted, as Prometheus omits them unless its `promql-per-step-stats`
+/// feature flag is on.
 pub fn write_stats(out: &mut String, r: &QueryResult, queue_secs: f64, total_secs: f64) {
     let s = &r.stats;
     let secs = |d: std::time::Duration| d.as_secs_f64();
@@ -235,7 +236,7 @@ pub fn write_stats(out: &mut String, r: &QueryResult, queue_secs: f64, total_sec
         inner,
         queue_secs,
         total_secs,
-        s.samples_loaded,
+        s.total_queryable_samples,
         s.peak_samples
     );
 }

@@ -281,8 +281,7 @@ remote_read:
 /// Left out on purpose, because Pharos follows Prometheus 3 where 2.42
 /// differs: `rate`/`increase` (3.x caps the extrapolation towards the
 /// counter's zero point after, not before, the half-interval rule, so
-/// windows with few samples give other values), and parse-error wording
-/// (`sum(`: 2.42 says "unclosed left parenthesis").
+/// windows with few samples give other values).
 const INSTANT: &[&str] = &[
     "up",
     "sum by (job) (up)",
