@@ -1,6 +1,3 @@
-// NOTE TO EVERY ENGINEER EDITING THIS CHECKOUT: several people work here in parallel right now.
-// Before editing or committing anything, read /work/main/PARALLEL.md (rules, ownership, deadline 17:30 UTC).
-
 //! `pharos-storage`: the single-node time-series engine.
 //!
 //! Owns: label sets and the series hash, the write-ahead log, the in-memory
