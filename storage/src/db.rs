@@ -273,42 +273,16 @@ impl Db {
                     } else {
                         map.get(&s.series_ref).copied().unwrap_or(s.series_ref)
                     };
-                    match head.append_ref(SeriesRef(r), s.t, s.v) {
-                        Ok(()) => report.samples_applied += 1,
-                        Err(StorageError::UnknownSeriesRef(_)) => {
-                            report.samples_unknown_series += 1
-                        }
-                        Err(StorageError::TooOldSample { timestamp, .. })
-                            if persisted_until.is_some_and(|p| timestamp < p) =>
-                        {
-                            report.samples_in_blocks += 1
-                        }
-                        Err(e) => {
-                            report.samples_rejected += 1;
-                            first_reject.get_or_insert(e);
-                        }
-                    }
+                    let res = head.append_ref(SeriesRef(r), s.t, s.v);
+                    tally_replayed(&mut report, &mut first_reject, persisted_until, res);
                 }
             }
             Record::StSamples(samples) => {
                 // As Samples, restoring each sample's start timestamp.
                 for s in samples {
                     let r = ref_map.get(&s.series_ref).copied().unwrap_or(s.series_ref);
-                    match head.append_ref_with_st(SeriesRef(r), s.t, s.v, s.st) {
-                        Ok(()) => report.samples_applied += 1,
-                        Err(StorageError::UnknownSeriesRef(_)) => {
-                            report.samples_unknown_series += 1
-                        }
-                        Err(StorageError::TooOldSample { timestamp, .. })
-                            if persisted_until.is_some_and(|p| timestamp < p) =>
-                        {
-                            report.samples_in_blocks += 1
-                        }
-                        Err(e) => {
-                            report.samples_rejected += 1;
-                            first_reject.get_or_insert(e);
-                        }
-                    }
+                    let res = head.append_ref_with_st(SeriesRef(r), s.t, s.v, s.st);
+                    tally_replayed(&mut report, &mut first_reject, persisted_until, res);
                 }
             }
             Record::Tombstones(ts) => {
@@ -662,6 +636,30 @@ impl Querier for Db {
         let _g = self.read_gate.read();
         self.querier(mint, maxt)
             .label_values(name, mint, maxt, matchers)
+    }
+}
+
+/// Counts one replayed sample's outcome in the open report. A sample the
+/// head refuses as too old because a block already holds its range is
+/// expected after a crash between a block write and the WAL checkpoint.
+fn tally_replayed(
+    report: &mut OpenReport,
+    first_reject: &mut Option<StorageError>,
+    persisted_until: Option<i64>,
+    res: Result<(), StorageError>,
+) {
+    match res {
+        Ok(()) => report.samples_applied += 1,
+        Err(StorageError::UnknownSeriesRef(_)) => report.samples_unknown_series += 1,
+        Err(StorageError::TooOldSample { timestamp, .. })
+            if persisted_until.is_some_and(|p| timestamp < p) =>
+        {
+            report.samples_in_blocks += 1
+        }
+        Err(e) => {
+            report.samples_rejected += 1;
+            first_reject.get_or_insert(e);
+        }
     }
 }
 
