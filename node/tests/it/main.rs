@@ -2,6 +2,9 @@
 //! 0, in-process nodes, the built binary, and (when installed) a real
 //! Prometheus 2.42 as remote-write client and remote-read client.
 
+// Test helpers may unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod api;
 mod bench;
 mod cli;
