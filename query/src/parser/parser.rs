@@ -801,6 +801,29 @@ impl<'a> Parser<'a> {
         Ok((self.vector_selector(Some(&t), false)?, 1))
     }
 
+    /// An optionally signed number or duration literal, as `@` timestamps
+    /// and fill values take (`@ -10`, `fill(+1)`); `ctx`/`what` word the
+    /// error when something else follows.
+    fn signed_number(&mut self, ctx: &str, what: &str) -> R<f64> {
+        let neg = match self.kind() {
+            TokKind::Sub => {
+                self.advance();
+                true
+            }
+            TokKind::Add => {
+                self.advance();
+                false
+            }
+            _ => false,
+        };
+        if !matches!(self.kind(), TokKind::Number | TokKind::Duration) {
+            return self.unexpected(ctx, what);
+        }
+        let t = self.advance();
+        let v = self.number_value(&t)?;
+        Ok(if neg { -v } else { v })
+    }
+
     pub(super) fn number_value(&self, t: &Token) -> R<f64> {
         let text = self.text(t);
         if t.kind == TokKind::Duration {
@@ -1024,25 +1047,7 @@ impl<'a> Parser<'a> {
                 AtModifier::End
             }
         } else {
-            let neg = match self.kind() {
-                TokKind::Sub => {
-                    self.advance();
-                    true
-                }
-                TokKind::Add => {
-                    self.advance();
-                    false
-                }
-                _ => false,
-            };
-            if !matches!(self.kind(), TokKind::Number | TokKind::Duration) {
-                return self.unexpected("@", "timestamp");
-            }
-            let t = self.advance();
-            let mut ts = self.number_value(&t)?;
-            if neg {
-                ts = -ts;
-            }
+            let ts = self.signed_number("@", "timestamp")?;
             if !ts.is_finite() || ts >= i64::MAX as f64 || ts <= i64::MIN as f64 {
                 return err(
                     e.pos(),
@@ -1212,25 +1217,7 @@ impl<'a> Parser<'a> {
             }
             let kw = self.advance();
             self.advance();
-            let neg = match self.kind() {
-                TokKind::Sub => {
-                    self.advance();
-                    true
-                }
-                TokKind::Add => {
-                    self.advance();
-                    false
-                }
-                _ => false,
-            };
-            if !matches!(self.kind(), TokKind::Number | TokKind::Duration) {
-                return self.unexpected("fill modifier", "number");
-            }
-            let t = self.advance();
-            let mut v = self.number_value(&t)?;
-            if neg {
-                v = -v;
-            }
+            let v = self.signed_number("fill modifier", "number")?;
             let close = self.expect(TokKind::RParen, "fill modifier", "\")\"")?;
             let pos = PosRange::new(kw.start, close.end);
             if (side.0 && m.fill_left.is_some()) || (side.1 && m.fill_right.is_some()) {
