@@ -167,6 +167,8 @@ type BlockSet = Arc<Vec<Arc<Block>>>;
 /// One node's storage engine: WAL + head + blocks. Share it behind an `Arc`.
 pub struct Db {
     dir: PathBuf,
+    /// Exclusive `flock` on `<dir>/LOCK` for the Db's lifetime.
+    _dir_lock: std::fs::File,
     head: Arc<Head>,
     blocks: RwLock<BlockSet>,
     /// Serialises head persistence, compaction, retention and deletes
@@ -220,15 +222,19 @@ impl Db {
             head_opts.chunk_range_ms = r;
         }
         let block_range = head_opts.chunk_range_ms.max(1);
+        std::fs::create_dir_all(&dir).map_err(|source| crate::block::BlockError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        // Before anything in the directory changes: a second Db on the same
+        // directory must be refused before it empties chunks_head/ or removes
+        // block leftovers under a running one.
+        let dir_lock = crate::wal::writer::lock_dir(&dir)?;
         // Completed head chunks live in mapped files under chunks_head/,
         // emptied here and rebuilt by the replay below (the WAL is the
         // source of truth; see storage/docs/head_chunks.md).
         let head = Arc::new(Head::with_chunks_dir(head_opts, dir.join("chunks_head"))?);
         let mut report = OpenReport::default();
-        std::fs::create_dir_all(&dir).map_err(|source| crate::block::BlockError::Io {
-            path: dir.clone(),
-            source,
-        })?;
         let compactor = Compactor::new(
             &dir,
             CompactorOptions {
@@ -340,6 +346,7 @@ impl Db {
         let next_ref = max_ref.max(head.last_series_ref().0) + 1;
         Ok(Db {
             dir,
+            _dir_lock: dir_lock,
             head,
             blocks: RwLock::new(Arc::new(blocks)),
             read_gate: RwLock::new(()),

@@ -37,7 +37,7 @@ mod record;
 mod segment;
 #[cfg(test)]
 mod tests;
-mod writer;
+pub(crate) mod writer;
 
 use std::fmt;
 use std::io;

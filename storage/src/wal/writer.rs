@@ -310,7 +310,7 @@ impl Drop for Wal {
 /// Takes an exclusive, non-blocking `flock` on `<dir>/LOCK`, so that a second
 /// process (or a second `Wal` in this one) cannot interleave its segments with
 /// ours. The kernel drops the lock when the process dies, SIGKILL included.
-fn lock_dir(dir: &Path) -> Result<File, WalError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, WalError> {
     use std::os::fd::AsRawFd;
     let path = dir.join("LOCK");
     let f = OpenOptions::new()

@@ -739,3 +739,30 @@ fn one_hour_out_of_order_window() {
     assert_eq!(ranges(&db), vec![(0, 2 * HOUR, 1)]);
     check(&db, &want);
 }
+
+/// A second `Db` on a directory in use is refused before it changes
+/// anything: the running one's mapped head chunk files stay in place.
+#[test]
+fn second_db_on_a_directory_in_use_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    // 200 samples: one completed chunk per series, so chunks_head/ has a file.
+    ingest(&db, T0, T0 + 200 * STEP);
+    let files = |p: &Path| {
+        std::fs::read_dir(p.join("chunks_head"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>()
+    };
+    let before = files(dir.path());
+    assert!(!before.is_empty(), "a cut chunk should be on disk");
+    let err = Db::open(dir.path(), opts())
+        .err()
+        .expect("second open must fail");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert_eq!(files(dir.path()), before);
+    assert_eq!(
+        dump(&db, i64::MIN, i64::MAX),
+        expected(T0 + 200 * STEP, i64::MIN, i64::MAX, |_, _| false)
+    );
+}
