@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use pharos_storage::db::Db;
+use pharos_storage::db::{AppendStats, Db};
+use pharos_storage::head::SeriesRef;
 use pharos_storage::labels::{Labels, Matcher};
 use pharos_storage::StorageError;
 
@@ -94,6 +95,22 @@ pub struct MetricMeta {
 pub trait WriteSink: Send + Sync {
     /// Appends `(labels, t ms, value)` samples; see the module contract.
     fn write(&self, batch: &[(Labels, i64, f64)]) -> Result<WriteOutcome, SinkError>;
+
+    /// As [`WriteSink::write`], with a series ref hint per sample
+    /// (`hints[i]` for `batch[i]`; `hints` may be shorter, missing ones are
+    /// `None`): refs an earlier call returned for the same labels. Returns
+    /// the outcome and, per sample, the ref of its series when it was
+    /// appended (`None` otherwise), for the caller to pass next time. A
+    /// stale hint falls back to the labels. The default ignores hints and
+    /// returns none, for sinks without local series refs.
+    fn write_hinted(
+        &self,
+        batch: &[(Labels, i64, f64)],
+        hints: &[Option<SeriesRef>],
+    ) -> Result<(WriteOutcome, Vec<Option<SeriesRef>>), SinkError> {
+        let _ = hints;
+        Ok((self.write(batch)?, Vec::new()))
+    }
 
     /// Records metadata for metric families.
     fn write_metadata(&self, entries: Vec<(String, MetricMeta)>);
@@ -184,21 +201,33 @@ impl LocalSink {
     }
 }
 
+fn outcome(stats: AppendStats) -> WriteOutcome {
+    WriteOutcome {
+        appended: stats.appended,
+        rejected: stats
+            .rejected
+            .into_iter()
+            .map(|r| Rejected {
+                index: r.index,
+                reason: RejectReason::of(&r.error),
+                message: r.error.to_string(),
+            })
+            .collect(),
+    }
+}
+
 impl WriteSink for LocalSink {
+    fn write_hinted(
+        &self,
+        batch: &[(Labels, i64, f64)],
+        hints: &[Option<SeriesRef>],
+    ) -> Result<(WriteOutcome, Vec<Option<SeriesRef>>), SinkError> {
+        let (stats, refs) = self.db.append_hinted(batch, hints)?;
+        Ok((outcome(stats), refs))
+    }
+
     fn write(&self, batch: &[(Labels, i64, f64)]) -> Result<WriteOutcome, SinkError> {
-        let stats = self.db.append(batch)?;
-        Ok(WriteOutcome {
-            appended: stats.appended,
-            rejected: stats
-                .rejected
-                .into_iter()
-                .map(|r| Rejected {
-                    index: r.index,
-                    reason: RejectReason::of(&r.error),
-                    message: r.error.to_string(),
-                })
-                .collect(),
-        })
+        Ok(outcome(self.db.append(batch)?))
     }
 
     fn write_metadata(&self, entries: Vec<(String, MetricMeta)>) {

@@ -428,16 +428,52 @@ impl Db {
         self.append_inner(samples, Some(start_timestamps))
     }
 
+    /// As [`Db::append`], with a series ref hint per sample (`hints[i]` for
+    /// `samples[i]`; `hints` may be shorter than `samples`, missing hints are
+    /// `None`), e.g. the refs an earlier call returned. A hinted sample skips
+    /// the lookup by labels and is appended by ref; the hint must name the
+    /// series of `samples[i].0` (refs are never reused, so a ref returned for
+    /// these labels stays valid or becomes unknown). A stale hint (the series
+    /// was removed by a head truncation) falls back to the labels, creating
+    /// the series again if needed. Samples are logged to the WAL exactly as
+    /// by [`Db::append`], under the same ordering rules.
+    ///
+    /// Also returns, per sample, the ref of its series when it was appended
+    /// (`None` when rejected), to be passed as the hint next time.
+    pub fn append_hinted(
+        &self,
+        samples: &[(Labels, i64, f64)],
+        hints: &[Option<SeriesRef>],
+    ) -> Result<(AppendStats, Vec<Option<SeriesRef>>), StorageError> {
+        let mut out = vec![None; samples.len()];
+        let stats = self.append_core(samples, None, hints, Some(&mut out))?;
+        Ok((stats, out))
+    }
+
     fn append_inner(
         &self,
         samples: &[(Labels, i64, f64)],
         sts: Option<&[i64]>,
+    ) -> Result<AppendStats, StorageError> {
+        self.append_core(samples, sts, &[], None)
+    }
+
+    fn append_core(
+        &self,
+        samples: &[(Labels, i64, f64)],
+        sts: Option<&[i64]>,
+        hints: &[Option<SeriesRef>],
+        mut out_refs: Option<&mut Vec<Option<SeriesRef>>>,
     ) -> Result<AppendStats, StorageError> {
         let mut stats = AppendStats::default();
         // Resolve known series outside the lock; only creation needs it.
         let mut refs: Vec<Option<SeriesRef>> = Vec::with_capacity(samples.len());
         let mut invalid = vec![false; samples.len()];
         for (i, (labels, _, _)) in samples.iter().enumerate() {
+            if let Some(Some(h)) = hints.get(i) {
+                refs.push(Some(*h));
+                continue;
+            }
             let r = self.head.get_ref(labels);
             if r.is_none() {
                 if let Err(e) = labels.validate() {
@@ -465,7 +501,13 @@ impl Db {
                 }
                 let start_t = sts.map_or(0, |s| s[i]);
                 let new = &mut new_series;
-                match self.append_one(refs[i], labels, *t, *v, start_t, new, &mut st.next_ref) {
+                let res = self.append_one(refs[i], labels, *t, *v, start_t, new, &mut st.next_ref);
+                if let (Ok(r), Some(o)) = (&res, out_refs.as_deref_mut()) {
+                    if let Some(slot) = o.get_mut(i) {
+                        *slot = Some(*r);
+                    }
+                }
+                match res {
                     Ok(r) if start_t != 0 => accepted_st.push(RefStSample {
                         series_ref: r.0,
                         t: *t,
@@ -718,6 +760,93 @@ mod tests {
             },
             head: HeadOptions::default(),
         }
+    }
+
+    #[test]
+    fn hinted_appends_log_and_replay_like_label_appends() {
+        let by_ref = tempfile::tempdir().unwrap();
+        let by_labels = tempfile::tempdir().unwrap();
+        let a = Db::open(by_ref.path(), opts()).unwrap();
+        let b = Db::open(by_labels.path(), opts()).unwrap();
+        let mut hints: Vec<Option<SeriesRef>> = Vec::new();
+        for round in 0..20i64 {
+            // Round 7 goes out of order for series 3 (rejected both ways).
+            let batch: Vec<(Labels, i64, f64)> = (0..10)
+                .map(|i| {
+                    let t = if round == 7 && i == 3 {
+                        5
+                    } else {
+                        1000 + round * 15
+                    };
+                    (lbl("m", i), t, (round * 10 + i as i64) as f64)
+                })
+                .collect();
+            let (sa, refs) = a.append_hinted(&batch, &hints).unwrap();
+            let sb = b.append(&batch).unwrap();
+            assert_eq!(sa.appended, sb.appended);
+            assert_eq!(sa.series_created, sb.series_created);
+            let ia: Vec<usize> = sa.rejected.iter().map(|r| r.index).collect();
+            let ib: Vec<usize> = sb.rejected.iter().map(|r| r.index).collect();
+            assert_eq!(ia, ib);
+            for (i, r) in refs.iter().enumerate() {
+                assert_eq!(r.is_none(), ia.contains(&i));
+                if let Some(r) = r {
+                    assert_eq!(a.head().get_ref(&batch[i].0), Some(*r));
+                }
+            }
+            if round > 0 && round != 7 {
+                // Refs stay valid from one batch to the next.
+                assert_eq!(refs, hints);
+            }
+            if round != 7 {
+                hints = refs;
+            }
+        }
+        let want = dump(&b);
+        assert_eq!(dump(&a), want);
+        drop(a);
+        drop(b);
+        let a = Db::open(by_ref.path(), opts()).unwrap();
+        assert_eq!(dump(&a), want);
+        assert_eq!(a.open_report().samples_applied, 199);
+        assert!(a.open_report().corruptions().is_empty());
+    }
+
+    #[test]
+    fn stale_hint_after_head_truncation_falls_back_to_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let (_, refs) = db
+            .append_hinted(&[(lbl("m", 0), 1000, 1.0), (lbl("m", 1), 1000, 1.0)], &[])
+            .unwrap();
+        let old = refs[0].unwrap();
+        // Series 1 keeps data after 2000, series 0 does not: truncation
+        // removes series 0 and its ref becomes unknown.
+        db.append(&[(lbl("m", 1), 3000, 2.0)]).unwrap();
+        let dropped = db.head().truncate_before(2000);
+        assert_eq!(dropped, vec![old]);
+        let (st, again) = db
+            .append_hinted(&[(lbl("m", 0), 4000, 3.0), (lbl("m", 1), 4000, 3.0)], &refs)
+            .unwrap();
+        assert_eq!(st.appended, 2);
+        assert!(st.rejected.is_empty());
+        assert_eq!(st.series_created, 1);
+        let new = again[0].unwrap();
+        assert_ne!(new, old);
+        assert_eq!(again[1], refs[1]);
+        assert_eq!(db.head().get_ref(&lbl("m", 0)), Some(new));
+        let got = dump(&db);
+        assert_eq!(got[&lbl("m", 0).to_string()], vec![(4000, 3f64.to_bits())]);
+        drop(db);
+        // Without a checkpoint the WAL still holds the truncated samples;
+        // what was appended after the truncation replays unchanged.
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let recent = |d: Dump| -> Dump {
+            d.into_iter()
+                .map(|(k, v)| (k, v.into_iter().filter(|(t, _)| *t >= 2000).collect()))
+                .collect()
+        };
+        assert_eq!(recent(dump(&db)), recent(got));
     }
 
     #[test]

@@ -10,11 +10,13 @@
 //! exist (the manager does).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use pharos_storage::chunk::STALE_NAN;
+use pharos_storage::head::SeriesRef;
 use pharos_storage::labels::{is_valid_label_name, is_valid_metric_name, Labels};
 use tokio::sync::watch;
 
@@ -122,6 +124,9 @@ impl Default for TargetStatus {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub samples: Vec<(Labels, i64, f64)>,
+    /// The storage ref cell of each sample's series (`refs[i]` for
+    /// `samples[i]`), from the series cache: see [`RefSlot`].
+    pub refs: Vec<RefSlot>,
     /// Tracked series (no explicit timestamp) not tracked by the previous
     /// successful scrape: `scrape_series_added`.
     pub added: usize,
@@ -201,9 +206,18 @@ pub struct SeriesCache {
     carry: Vec<Labels>,
 }
 
+/// The storage ref of one cached series (0 = not known yet), as the sink
+/// last returned it; later scrapes hand it back as a hint so the sink can
+/// append by ref instead of looking the series up by its labels (as
+/// Prometheus's scrape cache does). Shared with the batch in flight, which
+/// stores the ref once the write returns.
+pub type RefSlot = Arc<AtomicU64>;
+
 struct CacheEntry {
     /// `None`: dropped by metric relabeling.
     labels: Option<Labels>,
+    /// Storage ref of `labels`' series; see [`RefSlot`].
+    sref: RefSlot,
     last_seen: u64,
     /// Scrape that last tracked this series (0 = never).
     tracked_at: u64,
@@ -409,6 +423,7 @@ fn fill_batch(
                 let l = label_sample(&s, target_labels, job, pairs)?;
                 cache.map.entry(s.series.into()).or_insert(CacheEntry {
                     labels: l,
+                    sref: RefSlot::default(),
                     last_seen: 0,
                     tracked_at: 0,
                     in_prev: false,
@@ -437,6 +452,7 @@ fn fill_batch(
                 batch.added += 1;
             }
         }
+        batch.refs.push(Arc::clone(&e.sref));
         batch
             .samples
             .push((labels, explicit.unwrap_or(scrape_ts), s.value));
@@ -542,6 +558,9 @@ pub struct LoopState {
     pub cache: SeriesCache,
     /// Metadata last sent to the sink, to send only changes.
     sent_meta: HashMap<String, MetricMeta>,
+    /// Ref cells of the leading samples of the batch [`LoopState::complete`]
+    /// last returned (its scraped samples); [`LoopState::take_refs`].
+    pending_refs: Vec<RefSlot>,
 }
 
 impl LoopState {
@@ -550,7 +569,15 @@ impl LoopState {
             status,
             cache: SeriesCache::default(),
             sent_meta: HashMap::new(),
+            pending_refs: Vec::new(),
         }
+    }
+
+    /// The ref cells of the batch the last [`LoopState::complete`] returned:
+    /// `cells[i]` belongs to `batch[i]`; fewer cells than samples (staleness
+    /// markers and report series have none). Pass them to [`write_batch`].
+    pub fn take_refs(&mut self) -> Vec<RefSlot> {
+        std::mem::take(&mut self.pending_refs)
     }
 
     /// Folds one scrape outcome into a batch for the sink (samples, report
@@ -564,9 +591,11 @@ impl LoopState {
         duration: Duration,
         outcome: Result<Batch, String>,
     ) -> (Vec<Sample>, Vec<(String, MetricMeta)>) {
+        self.pending_refs.clear();
         let (mut out, up, scraped, post, added, err, meta, exemplars, gone) = match outcome {
             Ok(b) => {
                 let post = b.samples.len();
+                self.pending_refs = b.refs;
                 let gone = self.cache.finish_ok();
                 self.cache.trim(b.scraped);
                 (
@@ -635,17 +664,45 @@ impl LoopState {
     }
 }
 
+/// Writes one batch, passing the known series refs of its leading
+/// samples (`cells`, see [`LoopState::take_refs`]) as hints and keeping the
+/// refs the sink returns for the next scrape.
+pub fn write_batch(
+    sink: &dyn WriteSink,
+    batch: &[(Labels, i64, f64)],
+    cells: &[RefSlot],
+) -> Result<(), crate::sink::SinkError> {
+    if cells.is_empty() {
+        return sink.write(batch).map(|_| ());
+    }
+    let hints: Vec<Option<SeriesRef>> = cells
+        .iter()
+        .map(|c| match c.load(Ordering::Relaxed) {
+            0 => None,
+            r => Some(SeriesRef(r)),
+        })
+        .collect();
+    let (_, refs) = sink.write_hinted(batch, &hints)?;
+    for (c, r) in cells.iter().zip(refs) {
+        if let Some(r) = r {
+            c.store(r.0, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
 async fn write(
     sink: &Arc<dyn WriteSink>,
     batch: Vec<(Labels, i64, f64)>,
     meta: Vec<(String, MetricMeta)>,
+    cells: Vec<RefSlot>,
 ) -> Result<(), String> {
     let sink = Arc::clone(sink);
     let res = tokio::task::spawn_blocking(move || {
         if !meta.is_empty() {
             sink.write_metadata(meta);
         }
-        sink.write(&batch).map(|_| ())
+        write_batch(sink.as_ref(), &batch, &cells)
     })
     .await;
     match res {
@@ -698,7 +755,7 @@ pub async fn run(
                         if stale {
                             let batch = state.end_of_run(&series_labels, now_ms());
                             if !batch.is_empty() {
-                                if let Err(e) = write(&sink, batch, Vec::new()).await {
+                                if let Err(e) = write(&sink, batch, Vec::new(), Vec::new()).await {
                                     tracing::warn!(target = %target.url, error = %e, "writing staleness markers failed");
                                 }
                             }
@@ -729,7 +786,8 @@ pub async fn run(
         };
         let duration = t0.elapsed();
         let (batch, meta) = state.complete(&series_labels, ts, started, duration, outcome);
-        if let Err(e) = write(&sink, batch, meta).await {
+        let cells = state.take_refs();
+        if let Err(e) = write(&sink, batch, meta, cells).await {
             let mut st = state.status.write();
             st.health = Health::Down;
             st.last_error = format!("appending scraped samples: {e}");
@@ -910,6 +968,78 @@ mod tests {
             pb(b"m{a=\"1\"} 1\n", Format::PromText, &target(), &bad, 1),
             Err(ScrapeError::InvalidLabels(_))
         ));
+    }
+
+    /// One scrape of `body` through the loop state into `sink`.
+    fn scrape_into(s: &mut LoopState, sink: &dyn WriteSink, body: &[u8], ts: i64) {
+        let t = target();
+        let b = process_body(body, Format::PromText, &t, &job(""), ts, &mut s.cache);
+        let (out, _) = s.complete(
+            &t,
+            ts,
+            SystemTime::now(),
+            Duration::ZERO,
+            b.map_err(|e| e.to_string()),
+        );
+        let cells = s.take_refs();
+        write_batch(sink, &out, &cells).unwrap();
+    }
+
+    fn cached_refs(s: &LoopState) -> Vec<(Labels, u64)> {
+        let mut v: Vec<_> = s
+            .cache
+            .map
+            .values()
+            .filter_map(|e| Some((e.labels.clone()?, e.sref.load(Ordering::Relaxed))))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn series_refs_are_cached_across_scrapes_and_refreshed_when_stale() {
+        use crate::sink::{LocalSink, MetadataStore};
+        use pharos_storage::db::Db;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path(), Default::default()).unwrap());
+        let sink = LocalSink::new(db.clone(), Arc::new(MetadataStore::new(10)));
+        let mut s = LoopState::new(Arc::new(RwLock::new(TargetStatus::default())));
+        let body = b"a{x=\"1\"} 1\nb 2\n";
+        scrape_into(&mut s, &sink, body, 1000);
+        let first = cached_refs(&s);
+        assert_eq!(first.len(), 2);
+        for (l, r) in &first {
+            assert_eq!(db.head().get_ref(l), Some(SeriesRef(*r)), "{l}");
+        }
+        // Later scrapes append by the cached refs, which do not change.
+        scrape_into(&mut s, &sink, body, 2000);
+        scrape_into(&mut s, &sink, body, 3000);
+        assert_eq!(cached_refs(&s), first);
+        // A head truncation removes the series (all their data is older):
+        // the stale refs fall back to the labels and the new refs are kept.
+        let dropped = db.head().truncate_before(3500);
+        assert!(dropped.len() >= 2);
+        scrape_into(&mut s, &sink, body, 4000);
+        let after = cached_refs(&s);
+        assert_eq!(after.len(), 2);
+        for ((l, old), (l2, new)) in first.iter().zip(&after) {
+            assert_eq!(l, l2);
+            assert_ne!(old, new, "{l}");
+            assert_eq!(db.head().get_ref(l), Some(SeriesRef(*new)), "{l}");
+        }
+        scrape_into(&mut s, &sink, body, 5000);
+        assert_eq!(cached_refs(&s), after);
+        let m = pharos_storage::labels::Matcher::new(
+            pharos_storage::labels::MatchType::Equal,
+            "__name__",
+            "a",
+        )
+        .unwrap();
+        let got =
+            pharos_storage::querier::Querier::select(db.as_ref(), 0, i64::MAX, &[m], None).unwrap();
+        assert_eq!(got.len(), 1);
+        let n: usize = got[0].chunks.iter().map(|c| c.chunk.num_samples()).sum();
+        assert_eq!(n, 2, "samples at 4000 and 5000 after the truncation");
     }
 
     #[test]
