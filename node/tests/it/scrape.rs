@@ -396,6 +396,16 @@ impl WriteSink for Counting {
             .fetch_add(out.appended as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(out)
     }
+    fn write_hinted(
+        &self,
+        batch: &[(Labels, i64, f64)],
+        hints: &[Option<pharos_storage::head::SeriesRef>],
+    ) -> Result<(WriteOutcome, Vec<Option<pharos_storage::head::SeriesRef>>), SinkError> {
+        let (out, refs) = self.inner.write_hinted(batch, hints)?;
+        self.appended
+            .fetch_add(out.appended as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok((out, refs))
+    }
     fn write_metadata(&self, entries: Vec<(String, MetricMeta)>) {
         self.inner.write_metadata(entries)
     }
