@@ -9,9 +9,8 @@
 //! `db_crash::blocks_crash_child` with `PHAROS_BLOCKS_CRASH_DIR` set.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use pharos_storage::labels::{Labels, MatchType, Matcher};
 use pharos_storage::querier::Querier;
 use pharos_storage::wal::{FsyncPolicy, WalOptions};
 
-use crate::common::Rng;
+use crate::common::{run_child_until_killed, Acked, Rng};
 
 const WRITERS: u64 = 2;
 const SERIES_PER_BATCH: u64 = 8;
@@ -111,56 +110,17 @@ fn blocks_crash_child() {
 
 /// Runs one child for `kill_after`, collecting its acknowledgements;
 /// returns whether it got as far as opening the Db.
-fn run_child(
-    dir: &Path,
-    run: i64,
-    kill_after: Duration,
-    acked: &Arc<Mutex<BTreeSet<(u64, i64)>>>,
-) -> bool {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "db_crash::blocks_crash_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("PHAROS_BLOCKS_CRASH_DIR", dir)
-        .env("PHAROS_BLOCKS_CRASH_RUN", run.to_string())
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let acked2 = Arc::clone(acked);
-    let reader = std::thread::spawn(move || {
-        let mut opened = false;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.strip_prefix("ACK ") {
-                let (w, t) = rest.split_once(' ').unwrap();
-                acked2
-                    .lock()
-                    .unwrap()
-                    .insert((w.parse().unwrap(), t.parse().unwrap()));
-            } else if line.contains("OPEN blocks=") {
-                opened = true;
-            }
-        }
-        opened
-    });
-    std::thread::sleep(kill_after);
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    let opened = reader.join().unwrap();
-    if status.success() || status.code().is_some() {
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-        panic!("child exited by itself ({status}), not by SIGKILL:\n{err}");
-    }
-    opened
+fn run_child(dir: &Path, run: i64, kill_after: Duration, acked: &Acked) -> bool {
+    run_child_until_killed(
+        "db_crash::blocks_crash_child",
+        &[
+            ("PHAROS_BLOCKS_CRASH_DIR", dir.display().to_string()),
+            ("PHAROS_BLOCKS_CRASH_RUN", run.to_string()),
+        ],
+        "OPEN blocks=",
+        kill_after,
+        acked,
+    )
 }
 
 #[test]
