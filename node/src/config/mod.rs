@@ -517,8 +517,9 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| yaml_error(path, e))?;
         // The scraper's checks (job names, intervals, auth, label names)
-        // name the line of the offending job.
-        crate::scrape::config::ScrapeFile::parse(text, path)?;
+        // name the line of the offending job; they run on the sections
+        // already parsed, with the text only to locate lines.
+        cfg.scrape_file().validate(text, path)?;
         cfg.validate(path)?;
         // The notifier's checks (scheme, api_version, auth), located at
         // the `alertmanagers:` key.
@@ -671,9 +672,16 @@ impl Config {
     /// job; relative `file_sd` paths resolve against `base_dir` (the config
     /// file's directory).
     pub fn scrape_settings(&self, base_dir: &Path) -> crate::scrape::config::ScrapeSettings {
+        // `settings` takes the config file's path and uses its directory.
+        self.scrape_file()
+            .settings(&base_dir.join("prometheus.yml"))
+    }
+
+    /// The scrape sections of this config, as the scrape module reads them.
+    fn scrape_file(&self) -> crate::scrape::config::ScrapeFile {
         use crate::scrape::config::{ScrapeFile, ScrapeGlobal};
         let g = &self.global;
-        let file = ScrapeFile {
+        ScrapeFile {
             global: ScrapeGlobal {
                 scrape_interval: g.scrape_interval,
                 scrape_timeout: g.scrape_timeout,
@@ -685,9 +693,7 @@ impl Config {
                 label_value_length_limit: g.label_value_length_limit,
             },
             scrape_configs: self.scrape_configs.clone(),
-        };
-        // `settings` takes the config file's path and uses its directory.
-        file.settings(&base_dir.join("prometheus.yml"))
+        }
     }
 
     /// `rule_files` patterns with relative ones made relative to

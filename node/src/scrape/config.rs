@@ -522,7 +522,9 @@ impl ScrapeFile {
         ScrapeFile::parse(&text, path)
     }
 
-    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+    /// Checks what serde cannot (job names unique, label names, intervals,
+    /// auth); `text` is the file's text, used only to name lines in errors.
+    pub fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let invalid = |line: usize, field: String, msg: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             line,
