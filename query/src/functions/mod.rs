@@ -182,10 +182,10 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, c: &Call) -> Result<Val, QueryEr
         return Ok(v);
     }
     if crate::parser::functions::lookup(name).is_some() {
-        // Known to PromQL but needing data this storage does not keep yet
-        // (`start_timestamp` needs per-sample start timestamps).
-        return Err(QueryError::exec(format!(
-            "function \"{name}\" is not supported yet: its input is not stored"
+        // Every function in the parser's table has an implementation above;
+        // reaching this is a bug in this crate, not in the query.
+        return Err(QueryError::Internal(format!(
+            "function \"{name}\" is in the function table but has no implementation"
         )));
     }
     Err(QueryError::bad(format!(
