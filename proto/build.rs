@@ -20,11 +20,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(descriptors)?;
 
     // Services with tonic stubs (messages and client/server code).
-    let services = ["proto/pharos/meta.proto"];
+    let services = ["proto/pharos/meta.proto", "proto/pharos/cluster.proto"];
     for f in &services {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(services, [Path::new("proto")])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // Chunk and label bytes are passed on without copying.
+        .bytes(".pharos.cluster")
+        .compile_fds(descriptors)?;
     Ok(())
 }

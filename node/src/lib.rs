@@ -9,6 +9,7 @@
 //! storage behind them without touching the handlers. Must not: implement
 //! storage or PromQL semantics itself.
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -33,6 +33,13 @@ pub mod meta {
     include!(concat!(env!("OUT_DIR"), "/pharos.meta.rs"));
 }
 
+/// The data path between cluster nodes: replicated writes and fan-out
+/// reads (`package pharos.cluster`), with tonic stubs.
+#[allow(clippy::all, unreachable_pub, missing_docs)]
+pub mod cluster {
+    include!(concat!(env!("OUT_DIR"), "/pharos.cluster.rs"));
+}
+
 pub use prost;
 
 #[cfg(test)]
