@@ -1,0 +1,1715 @@
+//! Fan-out reads: the coordinator side ([`FanoutQueryable`], the
+//! [`Queryable`] the PromQL engine and the HTTP API read through in cluster
+//! mode) and the replica side ([`serve_select`], [`serve_label_names`],
+//! [`serve_label_values`], [`serve_delete`]).
+//!
+//! Owns: which replica answers for which shard, the wire form of a selected
+//! series (`SeriesChunks`: canonical label bytes, chunks as stored, never
+//! decoded), failover between replicas, and the fan-out metrics
+//! ([`ReadMetrics`]). Must not: write samples (only [`super::catchup`]
+//! appends what it pulled, through the node's own `Db`), evaluate PromQL,
+//! or change the shard map.
+//!
+//! # Coordinator
+//!
+//! A read needs every shard, or a single one when equality matchers fix the
+//! value of every placement label (the placement hash of such series is
+//! then known). For each needed shard the candidates are its up-to-date
+//! replicas (pending ones may still miss data and are never read): this node
+//! first — unless it is catching up after a restart, when its own data may
+//! have gaps and it is not read at all —, then the others in replica order,
+//! nodes the meta group marks `Down` last. Shards are grouped by their
+//! current candidate so that each node gets one request (with a
+//! [`ShardFilter`](pharos_proto::cluster::ShardFilter) listing its shards);
+//! the requests run concurrently, and the shards of a node that fails move
+//! to their next candidate for another round. Everything shares one
+//! deadline ([`super::peers::RPC_TIMEOUT`] by default).
+//!
+//! Invariant: a select never silently returns less. A shard that no
+//! candidate answered fails the read with a [`QueryError::Storage`] naming
+//! the shards and the last error; only a [`FanoutQueryable::allow_partial`]
+//! queryable answers from the shards it reached, and then
+//! [`Queryable::select_with_warnings`] reports the missing shards as a
+//! warning. `select`, which has no way to warn, fails even then; the label
+//! queries, which have none either, answer in partial mode from the nodes
+//! reached and log the missing shards (label lists are approximate in
+//! Prometheus's API anyway).
+//!
+//! Results from several nodes are merged with
+//! [`merge_series_sets`] (series with equal labels merged, samples
+//! de-duplicated by timestamp when iterated) and [`merge_strings`].
+//!
+//! # Replica
+//!
+//! `Select` runs the node's `Db` querier (head and blocks) on a blocking
+//! thread, keeps the series whose placement shard is in the request's
+//! filter, and streams them in label order in batches of at most
+//! [`BATCH_SERIES`] series or about [`BATCH_BYTES`] bytes. While the node is
+//! catching up ([`super::ClusterCtx::catching_up`]) it refuses with
+//! `UNAVAILABLE`, so the coordinator fails over to a replica that is
+//! complete. Label queries ignore the shard filter: a node's label names and
+//! values come from data it holds, so the union over the nodes asked is a
+//! superset of the needed shards' labels made only of labels that exist,
+//! which is what Prometheus's own API allows (`/api/v1/labels` may be
+//! approximate) — filtering would mean reading every matching series.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use pharos_meta::types::{MetaState, NodeId, NodeState, ShardAssignment, ShardId, ShardMap};
+use pharos_proto::cluster as pb;
+use pharos_proto::cluster::{
+    DeleteReply, DeleteRequest, LabelsReply, LabelsRequest, SelectReply, SelectRequest,
+};
+use pharos_query::engine::QueryError;
+use pharos_query::queryable::Queryable;
+use pharos_storage::chunk::{Chunk, ChunkBytes, Encoding};
+use pharos_storage::db::Db;
+use pharos_storage::labels::{Labels, MatchType, Matcher};
+use pharos_storage::querier::{merge_series_sets, merge_strings, Querier, SelectHints};
+use pharos_storage::series::{ChunkMeta, Series};
+use pharos_storage::StorageError;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tonic::Status;
+
+use super::peers::RPC_TIMEOUT;
+use super::{placement_hash, ClusterCtx, ClusterError};
+
+/// The stream of a `Select` answer.
+pub type SelectStream = Pin<Box<dyn Stream<Item = Result<SelectReply, Status>> + Send + 'static>>;
+
+/// Most series in one `SelectReply`.
+pub const BATCH_SERIES: usize = 512;
+
+/// A `SelectReply` is closed once its series reach about this many bytes
+/// (one large series may exceed it, up to [`super::peers::MAX_MESSAGE`]).
+pub const BATCH_BYTES: usize = 4 << 20;
+
+// ---------------------------------------------------------------------------
+// Metrics
+
+type PeerRpc = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5ms … ~16s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Fan-out read metrics (`pharos_cluster_read_*`).
+pub struct ReadMetrics {
+    /// Latency of each request to one node (this node included, as
+    /// `peer=<own id>`), by peer and RPC (`select`, `label_names`,
+    /// `label_values`).
+    pub request_duration: Family<PeerRpc, Histogram, fn() -> Histogram>,
+    /// Requests to a node that failed (error, timeout, bad answer).
+    pub failures: Family<PeerRpc, Counter>,
+    /// Shards moved to their next replica after a failure.
+    pub failovers: Counter,
+    /// Shards asked for, summed over reads (one per needed shard and read).
+    pub shards_asked: Counter,
+    /// Reads answered without some shards (partial responses).
+    pub partial_answers: Counter,
+}
+
+impl Default for ReadMetrics {
+    fn default() -> Self {
+        ReadMetrics {
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            failures: Family::default(),
+            failovers: Counter::default(),
+            shards_asked: Counter::default(),
+            partial_answers: Counter::default(),
+        }
+    }
+}
+
+impl ReadMetrics {
+    /// Registers every metric in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pharos_cluster_read_request_duration_seconds",
+            "Latency of fan-out read requests to one node, by peer and RPC",
+            self.request_duration.clone(),
+        );
+        registry.register(
+            "pharos_cluster_read_failures",
+            "Fan-out read requests to a node that failed, by peer and RPC",
+            self.failures.clone(),
+        );
+        registry.register(
+            "pharos_cluster_read_failovers",
+            "Shards re-read from their next replica after a failure",
+            self.failovers.clone(),
+        );
+        registry.register(
+            "pharos_cluster_read_shards",
+            "Shards asked for by fan-out reads",
+            self.shards_asked.clone(),
+        );
+        registry.register(
+            "pharos_cluster_read_partial_answers",
+            "Fan-out reads answered without some shards (partial responses)",
+            self.partial_answers.clone(),
+        );
+    }
+
+    fn observe(&self, peer: NodeId, rpc: &'static str, took: Duration, ok: bool) {
+        let labels = vec![("peer", peer.to_string()), ("rpc", rpc.to_string())];
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.failures.get_or_create(&labels).inc();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Wire conversions
+
+/// Storage matchers from their wire form; a bad type or regex is
+/// `INVALID_ARGUMENT`.
+pub(crate) fn matchers_from_proto(ms: &[pb::LabelMatcher]) -> Result<Vec<Matcher>, Status> {
+    ms.iter()
+        .map(|m| {
+            let kind = match m.r#type {
+                0 => MatchType::Equal,
+                1 => MatchType::NotEqual,
+                2 => MatchType::Regex,
+                3 => MatchType::NotRegex,
+                t => {
+                    return Err(Status::invalid_argument(format!(
+                        "unknown matcher type {t} for label {:?}",
+                        m.name
+                    )))
+                }
+            };
+            Matcher::new(kind, &m.name, &m.value).map_err(|e| {
+                Status::invalid_argument(format!("invalid regex in matcher {:?}: {e}", m.name))
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn matchers_to_proto(ms: &[Matcher]) -> Vec<pb::LabelMatcher> {
+    ms.iter()
+        .map(|m| pb::LabelMatcher {
+            r#type: match m.kind {
+                MatchType::Equal => 0,
+                MatchType::NotEqual => 1,
+                MatchType::Regex => 2,
+                MatchType::NotRegex => 3,
+            },
+            name: m.name.clone(),
+            value: m.value.clone(),
+        })
+        .collect()
+}
+
+fn hints_from_proto(h: Option<pb::SelectHints>) -> Option<SelectHints> {
+    h.map(|h| SelectHints {
+        start: h.start,
+        end: h.end,
+        step: h.step,
+        range: h.range,
+        func: (!h.func.is_empty()).then_some(h.func),
+        grouping: h.grouping,
+        by: h.by,
+    })
+}
+
+fn hints_to_proto(h: Option<&SelectHints>) -> Option<pb::SelectHints> {
+    h.map(|h| pb::SelectHints {
+        start: h.start,
+        end: h.end,
+        step: h.step,
+        range: h.range,
+        func: h.func.clone().unwrap_or_default(),
+        grouping: h.grouping.clone(),
+        by: h.by,
+    })
+}
+
+/// Lends a chunk's bytes (heap or file map) to a `Bytes` without copying.
+struct ChunkOwner(ChunkBytes);
+
+impl AsRef<[u8]> for ChunkOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A series in its wire form; chunk bytes are shared, not copied.
+pub(crate) fn series_to_proto(s: &Series) -> pb::SeriesChunks {
+    pb::SeriesChunks {
+        labels: Bytes::copy_from_slice(s.labels.as_bytes()),
+        chunks: s
+            .chunks
+            .iter()
+            .map(|c| pb::Chunk {
+                min_time: c.min_time,
+                max_time: c.max_time,
+                encoding: u32::from(c.chunk.encoding().as_u8()),
+                data: Bytes::from_owner(ChunkOwner(c.chunk.chunk_bytes().clone())),
+            })
+            .collect(),
+        deleted: s.deleted.iter().flat_map(|&(a, b)| [a, b]).collect(),
+        start_timestamps: s
+            .start_timestamps
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|&(t, st)| [t, st])
+            .collect(),
+    }
+}
+
+/// A series from its wire form, checking everything a peer could get wrong
+/// (labels, encodings, chunk headers, interval and pair lists).
+pub(crate) fn series_from_proto(s: pb::SeriesChunks) -> Result<Series, String> {
+    let labels = Labels::from_canonical_bytes(&s.labels)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| "a series with malformed or empty labels".to_string())?;
+    let mut chunks = Vec::with_capacity(s.chunks.len());
+    for c in s.chunks {
+        let encoding = u8::try_from(c.encoding)
+            .ok()
+            .and_then(Encoding::from_u8)
+            .ok_or_else(|| format!("series {labels}: unknown chunk encoding {}", c.encoding))?;
+        if c.min_time > c.max_time {
+            return Err(format!(
+                "series {labels}: chunk range [{}, {}] is inverted",
+                c.min_time, c.max_time
+            ));
+        }
+        let chunk = Chunk::new(encoding, Arc::from(&c.data[..]))
+            .map_err(|e| format!("series {labels}: {e}"))?;
+        chunks.push(ChunkMeta {
+            min_time: c.min_time,
+            max_time: c.max_time,
+            chunk,
+        });
+    }
+    if s.deleted.len() % 2 != 0 || s.start_timestamps.len() % 2 != 0 {
+        return Err(format!(
+            "series {labels}: odd-length deleted or start-timestamp list"
+        ));
+    }
+    let deleted = s.deleted.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+    let pairs: Vec<(i64, i64)> = s
+        .start_timestamps
+        .chunks_exact(2)
+        .map(|p| (p[0], p[1]))
+        .collect();
+    if pairs.windows(2).any(|w| w[0].0 >= w[1].0) {
+        return Err(format!(
+            "series {labels}: start timestamps not sorted by time"
+        ));
+    }
+    Ok(Series {
+        labels,
+        chunks,
+        deleted,
+        start_timestamps: (!pairs.is_empty()).then(|| pairs.into()),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Shard filters
+
+/// Which series of a node to keep: those whose placement shard is in a set.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardSel {
+    /// `keep[i]`: shard `i` is wanted.
+    keep: Vec<bool>,
+    placement_labels: Vec<String>,
+}
+
+impl ShardSel {
+    /// `None` when every series is wanted.
+    pub(crate) fn new(map: &ShardMap, shards: &[ShardId]) -> Option<ShardSel> {
+        let mut keep = vec![false; map.shards as usize];
+        for &s in shards {
+            if let Some(k) = keep.get_mut(s as usize) {
+                *k = true;
+            }
+        }
+        if keep.iter().all(|&k| k) {
+            return None;
+        }
+        Some(ShardSel {
+            keep,
+            placement_labels: map.placement_labels.clone(),
+        })
+    }
+
+    fn from_proto(f: Option<&pb::ShardFilter>) -> Result<Option<ShardSel>, Status> {
+        let Some(f) = f.filter(|f| !f.shards.is_empty()) else {
+            return Ok(None);
+        };
+        if f.total_shards == 0 {
+            return Err(Status::invalid_argument(
+                "shard filter without total_shards",
+            ));
+        }
+        let mut keep = vec![false; f.total_shards as usize];
+        for &s in &f.shards {
+            match keep.get_mut(s as usize) {
+                Some(k) => *k = true,
+                None => {
+                    return Err(Status::invalid_argument(format!(
+                        "shard {s} out of {} shards",
+                        f.total_shards
+                    )))
+                }
+            }
+        }
+        Ok(Some(ShardSel {
+            keep,
+            placement_labels: f.placement_labels.clone(),
+        }))
+    }
+
+    fn to_proto(sel: Option<&ShardSel>) -> Option<pb::ShardFilter> {
+        sel.map(|s| pb::ShardFilter {
+            shards: s
+                .keep
+                .iter()
+                .enumerate()
+                .filter(|(_, &k)| k)
+                .map(|(i, _)| i as u32)
+                .collect(),
+            total_shards: s.keep.len() as u32,
+            placement_labels: s.placement_labels.clone(),
+        })
+    }
+
+    /// The shard of a placement hash among `total` shards (the same
+    /// arithmetic as [`ShardMap::shard_for_hash`]).
+    fn shard_of(hash: u64, total: usize) -> usize {
+        ((u128::from(hash) * total as u128) >> 64) as usize
+    }
+
+    pub(crate) fn keeps(&self, labels: &Labels) -> bool {
+        let h = placement_hash(labels, &self.placement_labels);
+        self.keep
+            .get(Self::shard_of(h, self.keep.len()))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn retain(sel: Option<&ShardSel>, series: &mut Vec<Series>) {
+        if let Some(sel) = sel {
+            series.retain(|s| sel.keeps(&s.labels));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Replica side
+
+fn storage_status(e: StorageError) -> Status {
+    use pharos_storage::error::ApiErrorType;
+    match e.api_error_type() {
+        ApiErrorType::BadData => Status::invalid_argument(e.to_string()),
+        ApiErrorType::Unavailable => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn join_status(e: tokio::task::JoinError) -> Status {
+    Status::internal(format!("read task failed: {e}"))
+}
+
+/// Runs `f` on the node's `Db` on a blocking thread.
+async fn on_db<T: Send + 'static>(
+    db: &Arc<Db>,
+    f: impl FnOnce(&Db) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Status> {
+    let db = Arc::clone(db);
+    tokio::task::spawn_blocking(move || f(&db))
+        .await
+        .map_err(join_status)?
+        .map_err(storage_status)
+}
+
+/// Batches series into `SelectReply`s lazily, as the stream is polled.
+struct Batches {
+    series: std::vec::IntoIter<Series>,
+}
+
+impl Iterator for Batches {
+    type Item = Result<SelectReply, Status>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while out.len() < BATCH_SERIES && bytes < BATCH_BYTES {
+            let Some(s) = self.series.next() else { break };
+            bytes += s.labels.as_bytes().len()
+                + s.chunks
+                    .iter()
+                    .map(|c| c.chunk.byte_size() + 32)
+                    .sum::<usize>();
+            out.push(series_to_proto(&s));
+        }
+        (!out.is_empty()).then_some(Ok(SelectReply { series: out }))
+    }
+}
+
+fn refuse_while_catching_up(ctx: &ClusterCtx) -> Result<(), Status> {
+    if ctx.catching_up.load(Ordering::Acquire) {
+        return Err(Status::unavailable(format!(
+            "node {} is catching up after a restart; read another replica",
+            ctx.node_id
+        )));
+    }
+    Ok(())
+}
+
+/// Streams this node's series matching a peer's selection.
+#[tracing::instrument(skip_all, fields(mint = req.mint, maxt = req.maxt))]
+pub async fn serve_select(
+    ctx: Arc<ClusterCtx>,
+    req: SelectRequest,
+) -> Result<SelectStream, Status> {
+    refuse_while_catching_up(&ctx)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let sel = ShardSel::from_proto(req.filter.as_ref())?;
+    let hints = hints_from_proto(req.hints);
+    let (mint, maxt) = (req.mint, req.maxt);
+    let series = on_db(&ctx.db, move |db| {
+        let mut s = Querier::select(db, mint, maxt, &matchers, hints.as_ref())?;
+        ShardSel::retain(sel.as_ref(), &mut s);
+        Ok(s)
+    })
+    .await?;
+    Ok(Box::pin(futures_util::stream::iter(Batches {
+        series: series.into_iter(),
+    })))
+}
+
+/// Label names of this node's series matching the request (the shard
+/// filter is ignored, see the module docs).
+pub async fn serve_label_names(
+    ctx: &Arc<ClusterCtx>,
+    req: LabelsRequest,
+) -> Result<LabelsReply, Status> {
+    refuse_while_catching_up(ctx)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let (mint, maxt) = (req.mint, req.maxt);
+    let values = on_db(&ctx.db, move |db| {
+        Querier::label_names(db, mint, maxt, &matchers)
+    })
+    .await?;
+    Ok(LabelsReply { values })
+}
+
+/// Values of label `req.name` on this node's series matching the request
+/// (the shard filter is ignored, see the module docs).
+pub async fn serve_label_values(
+    ctx: &Arc<ClusterCtx>,
+    req: LabelsRequest,
+) -> Result<LabelsReply, Status> {
+    refuse_while_catching_up(ctx)?;
+    if req.name.is_empty() {
+        return Err(Status::invalid_argument("label values need a label name"));
+    }
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let (mint, maxt, name) = (req.mint, req.maxt, req.name);
+    let values = on_db(&ctx.db, move |db| {
+        Querier::label_values(db, &name, mint, maxt, &matchers)
+    })
+    .await?;
+    Ok(LabelsReply { values })
+}
+
+/// Deletes (tombstones) the matching samples on this node; answers the
+/// number of series touched (head series plus block series).
+pub async fn serve_delete(
+    ctx: &Arc<ClusterCtx>,
+    req: DeleteRequest,
+) -> Result<DeleteReply, Status> {
+    let matchers = matchers_from_proto(&req.matchers)?;
+    if matchers.is_empty() {
+        return Err(Status::invalid_argument(
+            "delete needs at least one matcher",
+        ));
+    }
+    let (mint, maxt) = (req.mint, req.maxt);
+    let stats = on_db(&ctx.db, move |db| db.delete(&matchers, mint, maxt)).await?;
+    Ok(DeleteReply {
+        series: stats.head_series + stats.block_series,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Coordinator side: the fan-out engine (shared with catch-up)
+
+/// What to ask each node.
+#[derive(Debug, Clone)]
+pub(crate) enum ReadOp {
+    Select {
+        mint: i64,
+        maxt: i64,
+        matchers: Vec<Matcher>,
+        hints: Option<SelectHints>,
+    },
+    LabelNames {
+        mint: i64,
+        maxt: i64,
+        matchers: Vec<Matcher>,
+    },
+    LabelValues {
+        name: String,
+        mint: i64,
+        maxt: i64,
+        matchers: Vec<Matcher>,
+    },
+}
+
+impl ReadOp {
+    fn rpc(&self) -> &'static str {
+        match self {
+            ReadOp::Select { .. } => "select",
+            ReadOp::LabelNames { .. } => "label_names",
+            ReadOp::LabelValues { .. } => "label_values",
+        }
+    }
+}
+
+/// One node's answer.
+pub(crate) enum Answer {
+    Series(Vec<Series>),
+    Strings(Vec<String>),
+}
+
+/// The outcome of a fan-out: the answers of the nodes that were read, and
+/// the shards no candidate answered with the last error about each.
+pub(crate) struct FanOut {
+    pub answers: Vec<Answer>,
+    pub missing: BTreeMap<ShardId, String>,
+}
+
+impl FanOut {
+    /// `shards 3, 7 (last error: …)`.
+    pub(crate) fn describe_missing(&self) -> String {
+        let shards: Vec<String> = self.missing.keys().map(|s| s.to_string()).collect();
+        let last = self.missing.values().last().cloned().unwrap_or_default();
+        format!("shards {} (last error: {last})", shards.join(", "))
+    }
+
+    fn series_sets(self) -> Vec<Vec<Series>> {
+        self.answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Series(s) => Some(s),
+                Answer::Strings(_) => None,
+            })
+            .collect()
+    }
+
+    fn string_lists(self) -> Vec<Vec<String>> {
+        self.answers
+            .into_iter()
+            .filter_map(|a| match a {
+                Answer::Strings(s) => Some(s),
+                Answer::Series(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Read candidates of a shard for this node's own queries: up-to-date
+/// replicas, this node first unless it is catching up (then not at all),
+/// nodes marked `Down` last.
+fn read_candidates(ctx: &ClusterCtx, state: &MetaState, a: &ShardAssignment) -> Vec<NodeId> {
+    let catching_up = ctx.catching_up.load(Ordering::Acquire);
+    let mut out = Vec::with_capacity(a.replicas.len());
+    if !catching_up && a.replicas.contains(&ctx.node_id) {
+        out.push(ctx.node_id);
+    }
+    out.extend(peer_candidates(ctx.node_id, state, a));
+    out
+}
+
+/// The shard's up-to-date replicas other than `me`, in replica order with
+/// nodes marked `Down` (or unknown) last.
+pub(crate) fn peer_candidates(me: NodeId, state: &MetaState, a: &ShardAssignment) -> Vec<NodeId> {
+    let live = |n: &NodeId| {
+        state
+            .nodes
+            .get(n)
+            .is_some_and(|i| i.state != NodeState::Down)
+    };
+    let others = a.replicas.iter().copied().filter(|&n| n != me);
+    let (up, down): (Vec<NodeId>, Vec<NodeId>) = others.partition(live);
+    up.into_iter().chain(down).collect()
+}
+
+/// The shards a selection can find series in: one when equality matchers
+/// fix every placement label (to a non-empty value), else all.
+pub(crate) fn needed_shards(map: &ShardMap, matchers: &[Matcher]) -> Vec<ShardId> {
+    match fixed_placement_hash(&map.placement_labels, matchers) {
+        Some(h) => vec![map.shard_for_hash(h)],
+        None => (0..map.shards).collect(),
+    }
+}
+
+/// The placement hash every series matching `matchers` has, when it is
+/// fixed. Such a series has each placement label with the matched value, so
+/// its placement hash is `hash_for` over exactly these pairs (in label
+/// order), which is what hashing a label set made of just them gives.
+fn fixed_placement_hash(names: &[String], matchers: &[Matcher]) -> Option<u64> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(names.len());
+    for n in names {
+        let m = matchers
+            .iter()
+            .find(|m| m.kind == MatchType::Equal && &m.name == n && !m.value.is_empty())?;
+        pairs.push((n.as_str(), m.value.as_str()));
+    }
+    let fixed = Labels::from_pairs(pairs);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    Some(fixed.hash_for(&names))
+}
+
+/// Asks, for every shard of `plan`, its candidates in order until one
+/// answers, one request per node and round, all before `deadline`.
+pub(crate) async fn fan_out(
+    ctx: &Arc<ClusterCtx>,
+    map: &ShardMap,
+    plan: BTreeMap<ShardId, Vec<NodeId>>,
+    op: Arc<ReadOp>,
+    metrics: &ReadMetrics,
+    deadline: tokio::time::Instant,
+) -> FanOut {
+    let mut answers = Vec::new();
+    let mut missing = BTreeMap::new();
+    // Shard → (candidates, index of the one to ask next).
+    let mut pending: BTreeMap<ShardId, (Vec<NodeId>, usize)> = BTreeMap::new();
+    for (shard, cands) in plan {
+        if cands.is_empty() {
+            missing.insert(shard, "no up-to-date replica is readable".to_string());
+        } else {
+            pending.insert(shard, (cands, 0));
+        }
+    }
+    while !pending.is_empty() {
+        let mut groups: BTreeMap<NodeId, Vec<ShardId>> = BTreeMap::new();
+        for (&shard, (cands, i)) in &pending {
+            groups.entry(cands[*i]).or_default().push(shard);
+        }
+        let calls = groups.into_iter().map(|(node, shards)| {
+            let op = Arc::clone(&op);
+            async move {
+                let started = Instant::now();
+                let res =
+                    match tokio::time::timeout_at(deadline, ask_node(ctx, map, node, &shards, &op))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("node {node}: deadline exceeded")),
+                    };
+                metrics.observe(node, op.rpc(), started.elapsed(), res.is_ok());
+                (node, shards, res)
+            }
+        });
+        for (node, shards, res) in futures_util::future::join_all(calls).await {
+            match res {
+                Ok(a) => {
+                    answers.push(a);
+                    for s in shards {
+                        pending.remove(&s);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(node, %error, shards = shards.len(), "fan-out read failed");
+                    for s in shards {
+                        let Some((cands, i)) = pending.get_mut(&s) else {
+                            continue;
+                        };
+                        *i += 1;
+                        if *i >= cands.len() || tokio::time::Instant::now() >= deadline {
+                            pending.remove(&s);
+                            missing.insert(s, error.clone());
+                        } else {
+                            metrics.failovers.inc();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    FanOut { answers, missing }
+}
+
+/// One request to one node (this node reads its own `Db`) for `shards`.
+async fn ask_node(
+    ctx: &Arc<ClusterCtx>,
+    map: &ShardMap,
+    node: NodeId,
+    shards: &[ShardId],
+    op: &Arc<ReadOp>,
+) -> Result<Answer, String> {
+    let sel = ShardSel::new(map, shards);
+    if node == ctx.node_id {
+        let op = Arc::clone(op);
+        return on_db(&ctx.db, move |db| ask_local(db, &op, sel.as_ref()))
+            .await
+            .map_err(|s| format!("node {node} (local): {}", s.message()));
+    }
+    let peer_err = |e: ClusterError| e.to_string();
+    let status_err = |s: Status| {
+        let addr = ctx.peers.addr(node).unwrap_or_default();
+        ClusterError::Peer {
+            node,
+            addr,
+            message: format!("{:?}: {}", s.code(), s.message()),
+        }
+        .to_string()
+    };
+    let mut client = ctx.peers.replica(node).map_err(peer_err)?;
+    let filter = ShardSel::to_proto(sel.as_ref());
+    match op.as_ref() {
+        ReadOp::Select {
+            mint,
+            maxt,
+            matchers,
+            hints,
+        } => {
+            let req = SelectRequest {
+                mint: *mint,
+                maxt: *maxt,
+                matchers: matchers_to_proto(matchers),
+                filter,
+                hints: hints_to_proto(hints.as_ref()),
+            };
+            let mut stream = client.select(req).await.map_err(status_err)?.into_inner();
+            let mut out: Vec<Series> = Vec::new();
+            while let Some(reply) = stream.message().await.map_err(status_err)? {
+                for sc in reply.series {
+                    let s = series_from_proto(sc).map_err(|e| format!("node {node}: {e}"))?;
+                    if out.last().is_some_and(|p| p.labels >= s.labels) {
+                        return Err(format!(
+                            "node {node}: series {} out of label order",
+                            s.labels
+                        ));
+                    }
+                    out.push(s);
+                }
+            }
+            Ok(Answer::Series(out))
+        }
+        ReadOp::LabelNames {
+            mint,
+            maxt,
+            matchers,
+        } => {
+            let req = LabelsRequest {
+                name: String::new(),
+                mint: *mint,
+                maxt: *maxt,
+                matchers: matchers_to_proto(matchers),
+                filter,
+            };
+            let r = client.label_names(req).await.map_err(status_err)?;
+            Ok(Answer::Strings(r.into_inner().values))
+        }
+        ReadOp::LabelValues {
+            name,
+            mint,
+            maxt,
+            matchers,
+        } => {
+            let req = LabelsRequest {
+                name: name.clone(),
+                mint: *mint,
+                maxt: *maxt,
+                matchers: matchers_to_proto(matchers),
+                filter,
+            };
+            let r = client.label_values(req).await.map_err(status_err)?;
+            Ok(Answer::Strings(r.into_inner().values))
+        }
+    }
+}
+
+fn ask_local(db: &Db, op: &ReadOp, sel: Option<&ShardSel>) -> Result<Answer, StorageError> {
+    Ok(match op {
+        ReadOp::Select {
+            mint,
+            maxt,
+            matchers,
+            hints,
+        } => {
+            let mut s = Querier::select(db, *mint, *maxt, matchers, hints.as_ref())?;
+            ShardSel::retain(sel, &mut s);
+            Answer::Series(s)
+        }
+        ReadOp::LabelNames {
+            mint,
+            maxt,
+            matchers,
+        } => Answer::Strings(Querier::label_names(db, *mint, *maxt, matchers)?),
+        ReadOp::LabelValues {
+            name,
+            mint,
+            maxt,
+            matchers,
+        } => Answer::Strings(Querier::label_values(db, name, *mint, *maxt, matchers)?),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Coordinator side: the Queryable
+
+/// The cluster's [`Queryable`]: reads one up-to-date replica per needed
+/// shard (see the module docs) and merges. Its methods block: call them
+/// from a blocking thread, never from a Tokio worker.
+pub struct FanoutQueryable {
+    ctx: Arc<ClusterCtx>,
+    metrics: Arc<ReadMetrics>,
+    partial: bool,
+    timeout: Duration,
+}
+
+impl FanoutQueryable {
+    /// A fan-out over `ctx` with its own (unregistered) metrics.
+    pub fn new(ctx: Arc<ClusterCtx>) -> Self {
+        Self::with_metrics(ctx, Arc::new(ReadMetrics::default()))
+    }
+
+    /// A fan-out recording into `metrics` (registered by the caller).
+    pub fn with_metrics(ctx: Arc<ClusterCtx>, metrics: Arc<ReadMetrics>) -> Self {
+        FanoutQueryable {
+            ctx,
+            metrics,
+            partial: false,
+            timeout: RPC_TIMEOUT,
+        }
+    }
+
+    /// Answers from the shards that could be read when some cannot, with a
+    /// warning naming the others (see [`Queryable::select_with_warnings`]).
+    pub fn allow_partial(mut self) -> Self {
+        self.partial = true;
+        self
+    }
+
+    /// Overrides the deadline of one read (default [`RPC_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<ReadMetrics> {
+        &self.metrics
+    }
+
+    fn run(&self, op: ReadOp, matchers: &[Matcher]) -> Result<FanOut, QueryError> {
+        let state = self.ctx.meta.state();
+        let map = state
+            .shard_map
+            .clone()
+            .ok_or_else(|| QueryError::Storage(ClusterError::NoShardMap.to_string()))?;
+        let shards = needed_shards(&map, matchers);
+        self.metrics.shards_asked.inc_by(shards.len() as u64);
+        let plan: BTreeMap<ShardId, Vec<NodeId>> = shards
+            .into_iter()
+            .map(|s| {
+                let cands = map
+                    .assignment(s)
+                    .map(|a| read_candidates(&self.ctx, &state, a))
+                    .unwrap_or_default();
+                (s, cands)
+            })
+            .collect();
+        let ctx = &self.ctx;
+        let op = Arc::new(op);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let out = ctx
+            .runtime
+            .block_on(fan_out(ctx, &map, plan, op, &self.metrics, deadline));
+        if !out.missing.is_empty() {
+            self.metrics.partial_answers.inc();
+        }
+        Ok(out)
+    }
+
+    fn unavailable(&self, out: &FanOut) -> QueryError {
+        QueryError::Storage(format!(
+            "cannot read {}: no up-to-date replica answered",
+            out.describe_missing()
+        ))
+    }
+}
+
+impl Queryable for FanoutQueryable {
+    fn select(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        hints: Option<&SelectHints>,
+    ) -> Result<Vec<Series>, QueryError> {
+        // No warning channel here: missing shards always fail the read.
+        let op = ReadOp::Select {
+            mint,
+            maxt,
+            matchers: matchers.to_vec(),
+            hints: hints.cloned(),
+        };
+        let out = self.run(op, matchers)?;
+        if !out.missing.is_empty() {
+            return Err(self.unavailable(&out));
+        }
+        Ok(merge_series_sets(out.series_sets()))
+    }
+
+    fn select_with_warnings(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+        hints: Option<&SelectHints>,
+    ) -> Result<(Vec<Series>, Vec<String>), QueryError> {
+        let op = ReadOp::Select {
+            mint,
+            maxt,
+            matchers: matchers.to_vec(),
+            hints: hints.cloned(),
+        };
+        let out = self.run(op, matchers)?;
+        let mut warnings = Vec::new();
+        if !out.missing.is_empty() {
+            if !self.partial {
+                return Err(self.unavailable(&out));
+            }
+            warnings.push(format!(
+                "partial response: could not read {}",
+                out.describe_missing()
+            ));
+        }
+        Ok((merge_series_sets(out.series_sets()), warnings))
+    }
+
+    fn label_names(
+        &self,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+    ) -> Result<Vec<String>, QueryError> {
+        let op = ReadOp::LabelNames {
+            mint,
+            maxt,
+            matchers: matchers.to_vec(),
+        };
+        let out = self.run(op, matchers)?;
+        self.strings(out)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        mint: i64,
+        maxt: i64,
+        matchers: &[Matcher],
+    ) -> Result<Vec<String>, QueryError> {
+        let op = ReadOp::LabelValues {
+            name: name.to_string(),
+            mint,
+            maxt,
+            matchers: matchers.to_vec(),
+        };
+        let out = self.run(op, matchers)?;
+        self.strings(out)
+    }
+}
+
+impl FanoutQueryable {
+    fn strings(&self, out: FanOut) -> Result<Vec<String>, QueryError> {
+        if !out.missing.is_empty() {
+            if !self.partial {
+                return Err(self.unavailable(&out));
+            }
+            // The label API has no warning channel; the caller asked for
+            // what can be read.
+            tracing::warn!(missing = %out.describe_missing(), "partial label answer");
+        }
+        Ok(merge_strings(out.string_lists()))
+    }
+}
+
+/// Shards (sorted) that `node` holds an up-to-date replica of.
+pub(crate) fn shards_held(map: &ShardMap, node: NodeId) -> BTreeSet<ShardId> {
+    map.assignments
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.replicas.contains(&node))
+        .map(|(i, _)| i as ShardId)
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::future::Future;
+
+    use futures_util::StreamExt;
+    use pharos_meta::MetaClient;
+    use pharos_storage::chunk::collect_samples;
+    use pharos_storage::db::Db;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::cluster::shard_of_labels;
+    use crate::cluster::testkit::TestCluster;
+
+    pub(crate) const T0: i64 = 1_700_000_000_000;
+
+    /// Fails a test that runs longer than a minute.
+    pub(crate) async fn bounded<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("test timed out")
+    }
+
+    /// Three series per scrape target (placed by job+instance) plus a few
+    /// without a full placement key (placed by their series hash).
+    pub(crate) fn test_series(targets: usize) -> Vec<Labels> {
+        let mut out = Vec::new();
+        for i in 0..targets {
+            let inst = format!("host{i}:9100");
+            let job = format!("job{}", i % 3);
+            for m in ["up", "cpu_seconds", "mem_bytes"] {
+                out.push(Labels::from_pairs([
+                    ("__name__", m),
+                    ("instance", inst.as_str()),
+                    ("job", job.as_str()),
+                ]));
+            }
+        }
+        for k in 0..10 {
+            let k = k.to_string();
+            out.push(Labels::from_pairs([
+                ("__name__", "orphan"),
+                ("k", k.as_str()),
+            ]));
+        }
+        out
+    }
+
+    /// `n` samples per series every `step` ms from `from`.
+    pub(crate) fn samples(
+        series: &[Labels],
+        from: i64,
+        n: usize,
+        step: i64,
+    ) -> Vec<(Labels, i64, f64)> {
+        let mut out = Vec::new();
+        for (si, l) in series.iter().enumerate() {
+            for i in 0..n {
+                let t = from + i as i64 * step;
+                out.push((l.clone(), t, (si * 1000 + i) as f64 + (t % 7) as f64 / 8.0));
+            }
+        }
+        out
+    }
+
+    /// Appends every sample to its shard's replicas, as the write path
+    /// would, except on the nodes in `skip` (and stopped ones).
+    pub(crate) async fn write_placed(
+        c: &TestCluster,
+        batch: &[(Labels, i64, f64)],
+        skip: &[NodeId],
+    ) {
+        let map = c.meta.shard_map().expect("shard map");
+        let mut per_node: BTreeMap<NodeId, Vec<(Labels, i64, f64)>> = BTreeMap::new();
+        for s in batch {
+            let shard = shard_of_labels(&s.0, &map);
+            for &n in &map.assignment(shard).expect("assignment").replicas {
+                if !skip.contains(&n) && c.node(n).ctx.is_some() {
+                    per_node.entry(n).or_default().push(s.clone());
+                }
+            }
+        }
+        for (n, v) in per_node {
+            append_to(&c.node(n).ctx().db, v).await;
+        }
+    }
+
+    pub(crate) async fn append_to(db: &Arc<Db>, v: Vec<(Labels, i64, f64)>) {
+        let db = Arc::clone(db);
+        let stats = tokio::task::spawn_blocking(move || db.append(&v))
+            .await
+            .expect("append task")
+            .expect("append");
+        assert!(stats.rejected.is_empty(), "{:?}", stats.rejected);
+    }
+
+    /// A single Db holding every sample: what the cluster must answer.
+    pub(crate) async fn reference(batch: &[(Labels, i64, f64)]) -> (TempDir, Arc<Db>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(Db::open(dir.path(), Default::default()).expect("open"));
+        append_to(&db, batch.to_vec()).await;
+        (dir, db)
+    }
+
+    pub(crate) type Decoded = Vec<(Labels, Vec<(i64, f64)>)>;
+
+    pub(crate) fn decode(series: &[Series]) -> Decoded {
+        series
+            .iter()
+            .map(|s| {
+                (
+                    s.labels.clone(),
+                    collect_samples(&mut s.iter()).expect("decode"),
+                )
+            })
+            .collect()
+    }
+
+    fn all() -> Vec<Matcher> {
+        vec![Matcher::new(MatchType::Regex, "__name__", ".+").unwrap()]
+    }
+
+    async fn select(
+        q: &Arc<FanoutQueryable>,
+        ms: Vec<Matcher>,
+    ) -> Result<(Vec<Series>, Vec<String>), QueryError> {
+        let q = Arc::clone(q);
+        tokio::task::spawn_blocking(move || q.select_with_warnings(i64::MIN, i64::MAX, &ms, None))
+            .await
+            .expect("select task")
+    }
+
+    async fn reference_select(db: &Arc<Db>, ms: Vec<Matcher>) -> Decoded {
+        let db = Arc::clone(db);
+        let s = tokio::task::spawn_blocking(move || {
+            Querier::select(db.as_ref(), i64::MIN, i64::MAX, &ms, None)
+        })
+        .await
+        .expect("task")
+        .expect("reference select");
+        decode(&s)
+    }
+
+    async fn shutdown(mut c: TestCluster) {
+        for id in 1..=c.nodes.len() as NodeId {
+            if c.node(id).ctx.is_some() {
+                c.stop(id).await;
+            }
+        }
+    }
+
+    fn fanout(c: &TestCluster, id: NodeId) -> Arc<FanoutQueryable> {
+        Arc::new(FanoutQueryable::new(Arc::clone(c.node(id).ctx())))
+    }
+
+    async fn union_equals_single_db(rf: u32) {
+        let c = TestCluster::start(3, 16, rf).await;
+        let batch = samples(&test_series(20), T0, 30, 15_000);
+        write_placed(&c, &batch, &[]).await;
+        let (_dir, refdb) = reference(&batch).await;
+        let selectors = [
+            all(),
+            vec![Matcher::equal("job", "job1")],
+            vec![
+                Matcher::equal("__name__", "up"),
+                Matcher::new(MatchType::NotRegex, "instance", "host1.*").unwrap(),
+            ],
+            vec![Matcher::equal("__name__", "orphan")],
+        ];
+        for id in 1..=3 {
+            let q = fanout(&c, id);
+            for ms in &selectors {
+                let (got, warnings) = select(&q, ms.clone()).await.expect("select");
+                assert!(warnings.is_empty());
+                let want = reference_select(&refdb, ms.clone()).await;
+                assert!(!want.is_empty());
+                assert_eq!(decode(&got), want, "node {id}, rf {rf}, {ms:?}");
+            }
+        }
+        shutdown(c).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fanout_select_rf1_equals_a_single_db() {
+        bounded(union_equals_single_db(1)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fanout_select_rf3_equals_a_single_db() {
+        bounded(union_equals_single_db(3)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_a_node_holds_for_shards_it_does_not_own_is_not_read() {
+        bounded(async {
+            // A node may still hold series of a shard that moved away: only
+            // the shard's replicas answer for it, through any node.
+            let c = TestCluster::start(3, 16, 1).await;
+            let l = Labels::from_pairs([("__name__", "moved"), ("instance", "a"), ("job", "j")]);
+            let map = c.meta.shard_map().unwrap();
+            let owner = map.assignment(shard_of_labels(&l, &map)).unwrap().replicas[0];
+            let other = owner % 3 + 1;
+            let owned: Vec<_> = (0..10)
+                .map(|i| (l.clone(), T0 + i * 1000, i as f64))
+                .collect();
+            let stale: Vec<_> = (5..15).map(|i| (l.clone(), T0 + i * 1000, -1.0)).collect();
+            append_to(&c.node(owner).ctx().db, owned.clone()).await;
+            append_to(&c.node(other).ctx().db, stale).await;
+            let want = vec![(
+                l.clone(),
+                owned.iter().map(|s| (s.1, s.2)).collect::<Vec<_>>(),
+            )];
+            for id in 1..=3 {
+                let q = fanout(&c, id);
+                let (got, _) = select(&q, vec![Matcher::equal("__name__", "moved")])
+                    .await
+                    .unwrap();
+                assert_eq!(decode(&got), want, "through node {id}");
+            }
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn equality_on_every_placement_label_asks_one_shard() {
+        bounded(async {
+            let c = TestCluster::start(3, 16, 1).await;
+            let batch = samples(&test_series(12), T0, 5, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let (_dir, refdb) = reference(&batch).await;
+            let q = fanout(&c, 2);
+            let ms = vec![
+                Matcher::equal("job", "job1"),
+                Matcher::equal("instance", "host4:9100"),
+            ];
+            let before = q.metrics().shards_asked.get();
+            let (got, _) = select(&q, ms.clone()).await.unwrap();
+            assert_eq!(q.metrics().shards_asked.get() - before, 1);
+            let want = reference_select(&refdb, ms).await;
+            assert_eq!(want.len(), 3);
+            assert_eq!(decode(&got), want);
+
+            // One placement label fixed is not enough: all 16 shards.
+            let before = q.metrics().shards_asked.get();
+            select(&q, vec![Matcher::equal("instance", "host4:9100")])
+                .await
+                .unwrap();
+            assert_eq!(q.metrics().shards_asked.get() - before, 16);
+            // Neither is an empty value (series without the label).
+            let before = q.metrics().shards_asked.get();
+            select(
+                &q,
+                vec![Matcher::equal("job", ""), Matcher::equal("instance", "")],
+            )
+            .await
+            .unwrap();
+            assert_eq!(q.metrics().shards_asked.get() - before, 16);
+
+            // The computed shard is the series' placement shard.
+            let map = c.meta.shard_map().unwrap();
+            for l in test_series(12).iter().filter(|l| l.has("job")) {
+                let ms = vec![
+                    Matcher::equal("__name__", "up"),
+                    Matcher::equal("instance", l.get_or_empty("instance")),
+                    Matcher::equal("job", l.get_or_empty("job")),
+                ];
+                assert_eq!(needed_shards(&map, &ms), vec![shard_of_labels(l, &map)]);
+            }
+            drop(q);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rf3_reads_fail_over_when_a_node_is_stopped() {
+        bounded(async {
+            let mut c = TestCluster::start(3, 16, 3).await;
+            let batch = samples(&test_series(20), T0, 10, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let (_dir, refdb) = reference(&batch).await;
+            let want = reference_select(&refdb, all()).await;
+            c.stop(2).await;
+            for id in [1, 3] {
+                let q = fanout(&c, id);
+                let (got, w) = select(&q, all()).await.expect("select");
+                assert!(w.is_empty());
+                assert_eq!(decode(&got), want);
+            }
+            // Node 1 catching up does not read itself: shards whose next
+            // replica is the stopped node 2 fail over to node 3.
+            let ctx1 = Arc::clone(c.node(1).ctx());
+            ctx1.catching_up.store(true, Ordering::Release);
+            let q = Arc::new(FanoutQueryable::new(Arc::clone(&ctx1)));
+            let (got, w) = select(&q, all()).await.expect("select");
+            assert!(w.is_empty());
+            assert_eq!(decode(&got), want);
+            assert!(q.metrics().failovers.get() > 0);
+            let labels = vec![("peer", "2".to_string()), ("rpc", "select".to_string())];
+            assert!(q.metrics().failures.get_or_create(&labels).get() > 0);
+            ctx1.catching_up.store(false, Ordering::Release);
+            drop((q, ctx1));
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rf1_reads_name_the_missing_shards_or_warn_when_partial() {
+        bounded(async {
+            let mut c = TestCluster::start(3, 16, 1).await;
+            let batch = samples(&test_series(20), T0, 10, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let map = c.meta.shard_map().unwrap();
+            let lost: Vec<ShardId> = (0..map.shards)
+                .filter(|&s| map.assignment(s).unwrap().replicas == vec![3])
+                .collect();
+            assert!(!lost.is_empty());
+            let lost_list = lost
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let kept: Vec<_> = batch
+                .iter()
+                .filter(|s| !lost.contains(&shard_of_labels(&s.0, &map)))
+                .cloned()
+                .collect();
+            let (_dir, refdb) = reference(&kept).await;
+            c.stop(3).await;
+
+            let q = fanout(&c, 1);
+            let err = select(&q, all()).await.expect_err("shards are missing");
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("shards {lost_list} ")), "{msg}");
+            let q2 = Arc::clone(&q);
+            let err = tokio::task::spawn_blocking(move || q2.label_names(i64::MIN, i64::MAX, &[]))
+                .await
+                .unwrap()
+                .expect_err("label names need every shard too");
+            assert!(err.to_string().contains(&lost_list), "{err}");
+
+            let q = Arc::new(FanoutQueryable::new(Arc::clone(c.node(2).ctx())).allow_partial());
+            let (got, w) = select(&q, all()).await.expect("partial select");
+            assert_eq!(w.len(), 1);
+            assert!(w[0].contains(&format!("shards {lost_list} ")), "{}", w[0]);
+            assert_eq!(decode(&got), reference_select(&refdb, all()).await);
+            assert_eq!(q.metrics().partial_answers.get(), 1);
+            // `select` has no warning channel: it fails even in partial mode.
+            let q2 = Arc::clone(&q);
+            let r =
+                tokio::task::spawn_blocking(move || q2.select(i64::MIN, i64::MAX, &all(), None))
+                    .await
+                    .unwrap();
+            assert!(r.is_err());
+            drop(q);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn label_names_and_values_are_merged() {
+        bounded(async {
+            let c = TestCluster::start(3, 16, 1).await;
+            let mut series = test_series(9);
+            series.push(Labels::from_pairs([("__name__", "extra"), ("zone", "eu")]));
+            let batch = samples(&series, T0, 3, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let (_dir, refdb) = reference(&batch).await;
+            let q = fanout(&c, 3);
+            let q2 = Arc::clone(&q);
+            let r2 = Arc::clone(&refdb);
+            let (got, want) = tokio::task::spawn_blocking(move || {
+                let mut got = Vec::new();
+                let mut want = Vec::new();
+                let ms = vec![Matcher::equal("job", "job2")];
+                got.push(q2.label_names(i64::MIN, i64::MAX, &[]).unwrap());
+                want.push(Querier::label_names(r2.as_ref(), i64::MIN, i64::MAX, &[]).unwrap());
+                got.push(q2.label_names(i64::MIN, i64::MAX, &ms).unwrap());
+                want.push(Querier::label_names(r2.as_ref(), i64::MIN, i64::MAX, &ms).unwrap());
+                for name in ["instance", "__name__", "zone", "missing"] {
+                    got.push(q2.label_values(name, i64::MIN, i64::MAX, &[]).unwrap());
+                    want.push(
+                        Querier::label_values(r2.as_ref(), name, i64::MIN, i64::MAX, &[]).unwrap(),
+                    );
+                    got.push(q2.label_values(name, i64::MIN, i64::MAX, &ms).unwrap());
+                    want.push(
+                        Querier::label_values(r2.as_ref(), name, i64::MIN, i64::MAX, &ms).unwrap(),
+                    );
+                }
+                (got, want)
+            })
+            .await
+            .unwrap();
+            assert_eq!(got, want);
+            assert!(got[0].contains(&"zone".to_string()));
+            assert_eq!(got[2].len(), 9);
+            drop(q);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_select_streams_batches_in_label_order_and_filters_shards() {
+        bounded(async {
+            let c = TestCluster::start(1, 16, 1).await;
+            let ctx = Arc::clone(c.node(1).ctx());
+            let series: Vec<Labels> = (0..1300)
+                .map(|i| {
+                    let i = format!("{i:05}");
+                    Labels::from_pairs([("__name__", "m"), ("i", i.as_str())])
+                })
+                .collect();
+            append_to(&ctx.db, samples(&series, T0, 2, 1000)).await;
+            let req = SelectRequest {
+                mint: i64::MIN,
+                maxt: i64::MAX,
+                matchers: matchers_to_proto(&[Matcher::equal("__name__", "m")]),
+                filter: None,
+                hints: None,
+            };
+            let replies: Vec<SelectReply> = serve_select(Arc::clone(&ctx), req.clone())
+                .await
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+                .await;
+            assert_eq!(replies.len(), 3);
+            assert!(replies.iter().all(|r| r.series.len() <= BATCH_SERIES));
+            let got: Vec<Series> = replies
+                .into_iter()
+                .flat_map(|r| r.series)
+                .map(|s| series_from_proto(s).unwrap())
+                .collect();
+            assert_eq!(got.len(), 1300);
+            assert!(got.windows(2).all(|w| w[0].labels < w[1].labels));
+            assert!(got
+                .iter()
+                .all(|s| collect_samples(&mut s.iter()).unwrap().len() == 2));
+
+            // A filter keeps exactly the series of its shards.
+            let map = c.meta.shard_map().unwrap();
+            let req = SelectRequest {
+                filter: ShardSel::to_proto(ShardSel::new(&map, &[3, 5]).as_ref()),
+                ..req
+            };
+            let kept: Vec<Labels> = serve_select(Arc::clone(&ctx), req)
+                .await
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .flat_map(|r| r.series)
+                .map(|s| series_from_proto(s).unwrap().labels)
+                .collect();
+            let want: Vec<Labels> = series
+                .iter()
+                .filter(|l| [3, 5].contains(&shard_of_labels(l, &map)))
+                .cloned()
+                .collect();
+            assert!(!want.is_empty());
+            assert_eq!(kept, want);
+
+            // Bad requests are refused, not guessed at.
+            let bad = SelectRequest {
+                matchers: vec![pb::LabelMatcher {
+                    r#type: 2,
+                    name: "a".into(),
+                    value: "(".into(),
+                }],
+                ..SelectRequest::default()
+            };
+            let e = serve_select(Arc::clone(&ctx), bad).await.err().unwrap();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            let bad = SelectRequest {
+                filter: Some(pb::ShardFilter {
+                    shards: vec![16],
+                    total_shards: 16,
+                    placement_labels: vec![],
+                }),
+                ..SelectRequest::default()
+            };
+            let e = serve_select(Arc::clone(&ctx), bad).await.err().unwrap();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            drop(ctx);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_catching_up_replica_refuses_reads_and_peers_fail_over() {
+        bounded(async {
+            let c = TestCluster::start(3, 16, 3).await;
+            let batch = samples(&test_series(10), T0, 5, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let (_dir, refdb) = reference(&batch).await;
+            let ctx2 = Arc::clone(c.node(2).ctx());
+            ctx2.catching_up.store(true, Ordering::Release);
+            let mut client = c.node(1).ctx().peers.replica(2).unwrap();
+            let req = SelectRequest {
+                mint: i64::MIN,
+                maxt: i64::MAX,
+                matchers: matchers_to_proto(&all()),
+                ..SelectRequest::default()
+            };
+            let e = client.select(req.clone()).await.err().expect("refused");
+            assert_eq!(e.code(), tonic::Code::Unavailable);
+            let e = client
+                .label_names(LabelsRequest::default())
+                .await
+                .err()
+                .expect("refused");
+            assert_eq!(e.code(), tonic::Code::Unavailable);
+            // Node 1, catching up too, reads neither itself nor node 2.
+            let ctx1 = Arc::clone(c.node(1).ctx());
+            ctx1.catching_up.store(true, Ordering::Release);
+            let q = Arc::new(FanoutQueryable::new(Arc::clone(&ctx1)));
+            let (got, _) = select(&q, all()).await.unwrap();
+            assert_eq!(decode(&got), reference_select(&refdb, all()).await);
+            ctx2.catching_up.store(false, Ordering::Release);
+            ctx1.catching_up.store(false, Ordering::Release);
+            assert!(client.select(req).await.is_ok());
+            drop((q, ctx1, ctx2, client));
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serve_delete_tombstones_matching_samples() {
+        bounded(async {
+            let c = TestCluster::start(2, 16, 1).await;
+            let batch = samples(&test_series(6), T0, 10, 1000);
+            write_placed(&c, &batch, &[]).await;
+            let ms = vec![Matcher::equal("__name__", "up")];
+            let mut deleted = 0;
+            for id in 1..=2 {
+                let mut client = c.node(1).ctx().peers.replica(id).unwrap();
+                let r = client
+                    .delete(DeleteRequest {
+                        matchers: matchers_to_proto(&ms),
+                        mint: T0,
+                        maxt: T0 + 4000,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                deleted += r.series;
+            }
+            assert_eq!(deleted, 6);
+            let q = fanout(&c, 1);
+            let (got, _) = select(&q, ms).await.unwrap();
+            assert_eq!(got.len(), 6);
+            for (_, s) in decode(&got) {
+                assert_eq!(s.len(), 5);
+                assert_eq!(s[0].0, T0 + 5000);
+            }
+            let e = serve_delete(c.node(1).ctx(), DeleteRequest::default())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            drop(q);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[test]
+    fn series_wire_form_round_trips_and_rejects_bad_input() {
+        use pharos_storage::chunk::XorAppender;
+        let mut app = XorAppender::new();
+        for i in 0..5 {
+            app.append(T0 + i, i as f64);
+        }
+        let s = Series {
+            labels: Labels::from_pairs([("__name__", "x"), ("a", "b")]),
+            chunks: vec![ChunkMeta {
+                min_time: T0,
+                max_time: T0 + 4,
+                chunk: app.to_chunk(),
+            }],
+            deleted: vec![(T0 + 1, T0 + 2)],
+            start_timestamps: Some(vec![(T0, T0 - 10), (T0 + 3, T0 - 5)].into()),
+        };
+        let back = series_from_proto(series_to_proto(&s)).unwrap();
+        assert_eq!(back.labels, s.labels);
+        assert_eq!(back.chunks, s.chunks);
+        assert_eq!(back.deleted, s.deleted);
+        assert_eq!(back.start_timestamps, s.start_timestamps);
+        assert_eq!(decode(&[back]), decode(&[s.clone()]));
+
+        let good = series_to_proto(&s);
+        let mut bad = good.clone();
+        bad.chunks[0].encoding = 2;
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good.clone();
+        bad.chunks[0].encoding = 257;
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good.clone();
+        bad.chunks[0].data = Bytes::from_static(&[0, 5, 1]);
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good.clone();
+        bad.labels = Bytes::from_static(&[9, 1]);
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good.clone();
+        bad.labels = Bytes::new();
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good.clone();
+        bad.deleted.push(1);
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good.clone();
+        bad.start_timestamps = vec![T0 + 3, 1, T0, 1];
+        assert!(series_from_proto(bad).is_err());
+        let mut bad = good;
+        bad.chunks[0].min_time = T0 + 10;
+        assert!(series_from_proto(bad).is_err());
+    }
+
+    #[test]
+    fn matchers_round_trip() {
+        let ms = vec![
+            Matcher::equal("a", "1"),
+            Matcher::new(MatchType::NotEqual, "b", "2").unwrap(),
+            Matcher::new(MatchType::Regex, "c", "x|y").unwrap(),
+            Matcher::new(MatchType::NotRegex, "d", ".*z").unwrap(),
+        ];
+        assert_eq!(matchers_from_proto(&matchers_to_proto(&ms)).unwrap(), ms);
+        let bad = pb::LabelMatcher {
+            r#type: 4,
+            name: "a".into(),
+            value: "b".into(),
+        };
+        assert!(matchers_from_proto(&[bad]).is_err());
+        let h = SelectHints {
+            start: 1,
+            end: 2,
+            step: 3,
+            range: 4,
+            func: Some("rate".into()),
+            grouping: vec!["job".into()],
+            by: true,
+        };
+        assert_eq!(hints_from_proto(hints_to_proto(Some(&h))), Some(h));
+        let none = SelectHints::default();
+        assert_eq!(hints_from_proto(hints_to_proto(Some(&none))), Some(none));
+    }
+}
