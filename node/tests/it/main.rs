@@ -9,6 +9,7 @@ mod api;
 mod bench;
 mod cli;
 mod common;
+mod differential;
 mod grafana;
 mod prometheus;
 mod remote_read;

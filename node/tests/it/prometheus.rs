@@ -18,7 +18,7 @@ use crate::common::*;
 
 const PROMETHEUS: &str = "/usr/bin/prometheus";
 
-fn prometheus_available() -> bool {
+pub(crate) fn prometheus_available() -> bool {
     if Path::new(PROMETHEUS).exists() {
         return true;
     }
@@ -29,20 +29,25 @@ fn prometheus_available() -> bool {
     false
 }
 
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
 
 /// A Prometheus child process, killed on drop.
-struct Prom {
+pub(crate) struct Prom {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     log: PathBuf,
 }
 
 impl Prom {
     fn start(dir: &Path, name: &str, config: &str) -> Prom {
+        Prom::start_with(dir, name, config, &[])
+    }
+
+    /// Like `start`, with extra command-line flags.
+    pub(crate) fn start_with(dir: &Path, name: &str, config: &str, flags: &[&str]) -> Prom {
         let addr = free_addr();
         let cfg = dir.join(format!("{name}.yml"));
         std::fs::write(&cfg, config.replace("SELF", &addr.to_string())).unwrap();
@@ -56,6 +61,7 @@ impl Prom {
             .arg(format!("--web.listen-address={addr}"))
             .arg("--storage.remote.flush-deadline=5s")
             .arg("--log.level=info")
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -63,11 +69,11 @@ impl Prom {
         Prom { child, addr, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    async fn wait_ready(&mut self) {
+    pub(crate) async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if tokio::net::TcpStream::connect(self.addr).await.is_ok()
@@ -502,7 +508,8 @@ const STATIC_RANGE: &[&str] = &[
 
 /// The same remote-written data in Prometheus (its remote-write receiver)
 /// and Pharos; then PromQL answers, `/federate`, series and label answers
-/// must be byte-identical.
+/// must be byte-identical. (The full differential test, every function and
+/// operator compared by value, is `differential.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_differential() {
     if !prometheus_available() {
@@ -510,23 +517,12 @@ async fn static_differential() {
     }
     let n = node().await;
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let cfg = dir.path().join("p.yml");
-    std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").unwrap();
-    let log = dir.path().join("p.log");
-    let child = Command::new(PROMETHEUS)
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut prom = Prom { child, addr, log };
+    let mut prom = Prom::start_with(
+        dir.path(),
+        "p",
+        "global:\n  scrape_interval: 1m\n",
+        &["--web.enable-remote-write-receiver"],
+    );
     prom.wait_ready().await;
 
     let now_s = std::time::SystemTime::now()
