@@ -35,7 +35,6 @@
 //! blocking thread (`spawn_blocking`), never from a runtime worker.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -616,12 +615,11 @@ fn group(batch: &[(Labels, i64, f64)], map: &ShardMap) -> Vec<ShardGroup> {
 /// What one node was sent in a round, and its answer.
 struct NodeResult {
     node: NodeId,
-    /// Positions in the round's groups, with each group's series range in
-    /// `req.series`.
-    spans: Vec<(usize, Range<usize>)>,
+    /// Positions in the round's groups of the shards sent, in request
+    /// order, with each one's shard.
+    spans: Vec<(usize, ShardId)>,
     /// Batch index of each sample of `req`, in request order.
     index_map: Vec<usize>,
-    req: WriteRequest,
     outcome: Result<WriteReply, SendError>,
 }
 
@@ -631,7 +629,7 @@ impl NodeResult {
     fn hints(&self, groups: &[ShardGroup]) -> Vec<Hint> {
         self.spans
             .iter()
-            .map(|(g, r)| Hint::new(groups[*g].shard, self.req.series[r.clone()].to_vec()))
+            .map(|(g, _)| Hint::new(groups[*g].shard, groups[*g].series.clone()))
             .collect()
     }
 }
@@ -811,9 +809,8 @@ impl ReplicatingSink {
                     shard: grp.shard,
                     epoch,
                 });
-                let start = req.series.len();
                 req.series.extend(grp.series.iter().cloned());
-                spans.push((g, start..req.series.len()));
+                spans.push((g, grp.shard));
                 index_map.extend_from_slice(&grp.batch_idx);
             }
             let ctx = Arc::clone(&self.ctx);
@@ -823,12 +820,11 @@ impl ReplicatingSink {
             let tx = tx.clone();
             outstanding += 1;
             self.ctx.runtime.spawn(async move {
-                let outcome = send_to(&ctx, &metrics, node, req.clone()).await;
+                let outcome = send_to(&ctx, &metrics, node, req).await;
                 let res = NodeResult {
                     node,
                     spans,
                     index_map,
-                    req,
                     outcome,
                 };
                 if let Err(mpsc::error::SendError(late)) = tx.send(res) {
@@ -889,11 +885,11 @@ impl ReplicatingSink {
             if !missed {
                 continue;
             }
-            for (g, range) in &res.spans {
+            for (g, _) in &res.spans {
                 if acked[*g].is_some() {
                     self.handoff.enqueue(
                         res.node,
-                        Hint::new(groups[*g].shard, res.req.series[range.clone()].to_vec()),
+                        Hint::new(groups[*g].shard, groups[*g].series.clone()),
                     );
                 }
             }
@@ -993,12 +989,9 @@ fn empty_tally() -> Tally {
 
 /// Counts one node's answer into the tallies of the groups it was sent.
 fn count(tallies: &mut [Tally], slot_of: &HashMap<usize, usize>, res: &NodeResult) {
-    for (p, (g, _)) in res.spans.iter().enumerate() {
+    for (g, shard) in &res.spans {
+        let shard = *shard;
         let Some(&pos) = slot_of.get(g) else {
-            continue;
-        };
-        // `spans` and `req.shards` were built in the same order.
-        let Some(shard) = res.req.shards.get(p).map(|se| se.shard) else {
             continue;
         };
         let t = &mut tallies[pos];
@@ -1045,6 +1038,9 @@ fn rejections_of(group: &ShardGroup, tally: &Tally, results: &[NodeResult]) -> V
     let Ok(reply) = &res.outcome else {
         return Vec::new();
     };
+    if reply.rejected.is_empty() {
+        return Vec::new();
+    }
     let mine: BTreeSet<usize> = group.batch_idx.iter().copied().collect();
     let mut out = Vec::new();
     for r in &reply.rejected {
@@ -1222,12 +1218,15 @@ mod tests {
     use std::future::Future;
 
     use pharos_meta::types::Command;
-    use pharos_meta::MetaClient;
+    use pharos_meta::{MemMetaClient, MetaClient};
     use pharos_storage::chunk::collect_samples;
+    use pharos_storage::db::Db;
     use pharos_storage::querier::Querier;
+    use tempfile::TempDir;
 
     use super::*;
     use crate::cluster::testkit::TestCluster;
+    use crate::sink::MetadataStore;
 
     /// Every test finishes within this, whatever happens to the cluster.
     const TEST_LIMIT: Duration = Duration::from_secs(90);
@@ -1559,6 +1558,89 @@ mod tests {
             assert_eq!(reply.redirects.len(), 1);
             assert_eq!(reply.redirects[0].replicas, a.replicas);
             assert!(samples_on(c.node(other).ctx(), &l).is_empty());
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    /// A coordinator (node 99, holding no replica) whose metadata is a copy
+    /// of the cluster's that it only updates when told to: a node whose
+    /// applied map lags the replicas'.
+    fn lagging_coordinator(c: &TestCluster) -> (Arc<MemMetaClient>, Arc<ReplicatingSink>, TempDir) {
+        let meta = Arc::new(MemMetaClient::new((*c.meta.state()).clone()));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(Db::open(dir.path(), Default::default()).expect("open db"));
+        let ctx = ClusterCtx::new(
+            99,
+            db,
+            Arc::clone(&meta) as Arc<dyn MetaClient>,
+            Arc::new(MetadataStore::new(100)),
+        );
+        (meta, Arc::new(ReplicatingSink::new(ctx)), dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redirected_write_is_routed_again_once_the_map_catches_up() {
+        bounded(async {
+            let c = TestCluster::start(3, 16, 3).await;
+            let map = c.meta.shard_map().expect("map");
+            let (lagging, sink, _dir) = lagging_coordinator(&c);
+            let a = map.assignment(4).expect("shard 4").clone();
+            let l = series_in(&map, 4);
+            let dropped = a.replicas[2];
+            let change = Command::SetShardReplicas {
+                shard: 4,
+                replicas: a.replicas[..2].to_vec(),
+                expected_epoch: a.epoch,
+            };
+            c.meta.propose(change.clone()).await.expect("move shard 4");
+            // The coordinator applies the change a little later.
+            let apply = {
+                let lagging = Arc::clone(&lagging);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    lagging.propose(change).await.expect("catch up")
+                })
+            };
+            let b = vec![(l.clone(), 1_000, 1.0), (l.clone(), 2_000, 2.0)];
+            let out = write(&sink, b.clone()).await.expect("routed again");
+            assert_eq!(out.appended, 2);
+            apply.await.expect("apply task");
+            assert!(
+                sink.metrics().redirects.get() >= 3,
+                "every replica redirected"
+            );
+            for n in &a.replicas[..2] {
+                assert_eq!(
+                    samples_on(c.node(*n).ctx(), &l),
+                    expected(&b, &l),
+                    "node {n}"
+                );
+            }
+            assert!(
+                samples_on(c.node(dropped).ctx(), &l).is_empty(),
+                "node {dropped}"
+            );
+
+            // A coordinator that never catches up gives up after its rounds.
+            let (_stuck_meta, stuck, _dir2) = lagging_coordinator(&c);
+            c.meta
+                .propose(Command::SetShardPrimary {
+                    shard: 4,
+                    node: a.replicas[1],
+                    expected_epoch: a.epoch + 1,
+                })
+                .await
+                .expect("new primary");
+            let started = Instant::now();
+            match write(&stuck, b).await {
+                Err(SinkError::Unavailable(msg)) => {
+                    assert!(msg.contains("shard 4 (0 of 2 replicas appended"), "{msg}");
+                    assert!(msg.contains("redirected"), "{msg}");
+                }
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+            assert!(started.elapsed() >= MAP_CATCH_UP * (MAX_ROUNDS as u32 - 1));
             shutdown(c).await;
         })
         .await;
