@@ -95,6 +95,9 @@ pub struct CatchUpOptions {
     /// After this long the node serves again, with a warning naming the
     /// shards not caught up.
     pub max_duration: Duration,
+    /// A source that has not answered a pull within this long is given up
+    /// on, and its shards are pulled from their next replica.
+    pub request_timeout: Duration,
 }
 
 impl Default for CatchUpOptions {
@@ -102,6 +105,7 @@ impl Default for CatchUpOptions {
         CatchUpOptions {
             margin_ms: DEFAULT_MARGIN_MS,
             max_duration: Duration::from_secs(10 * 60),
+            request_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -221,7 +225,16 @@ pub async fn catch_up_with(
         }
         let round_plan: BTreeMap<ShardId, Vec<NodeId>> = round.iter().cloned().collect();
         let shards: Vec<ShardId> = round_plan.keys().copied().collect();
-        let out = fan_out(&ctx, &map, round_plan, Arc::clone(&op), &metrics, deadline).await;
+        let out = fan_out(
+            &ctx,
+            &map,
+            round_plan,
+            Arc::clone(&op),
+            &metrics,
+            deadline,
+            opts.request_timeout,
+        )
+        .await;
         let mut failed = out.missing;
         let mut pulled: Vec<Vec<Series>> = Vec::new();
         for a in out.answers {

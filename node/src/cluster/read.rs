@@ -23,7 +23,9 @@
 //! [`ShardFilter`](pharos_proto::cluster::ShardFilter) listing its shards);
 //! the requests run concurrently, and the shards of a node that fails move
 //! to their next candidate for another round. Everything shares one
-//! deadline ([`super::peers::RPC_TIMEOUT`] by default).
+//! deadline ([`super::peers::RPC_TIMEOUT`] by default); a node that has not
+//! answered within half of it counts as failed, so that a hung (not just
+//! dead) replica still leaves time to fail over.
 //!
 //! Invariant: a select never silently returns less. A shard that no
 //! candidate answered fails the read with a [`QueryError::Storage`] naming
@@ -685,7 +687,9 @@ fn fixed_placement_hash(names: &[String], matchers: &[Matcher]) -> Option<u64> {
 }
 
 /// Asks, for every shard of `plan`, its candidates in order until one
-/// answers, one request per node and round, all before `deadline`.
+/// answers, one request per node and round, all before `deadline`. A node
+/// that does not answer within `per_request` is given up on like one that
+/// failed, so that a hung peer leaves time to fail over.
 pub(crate) async fn fan_out(
     ctx: &Arc<ClusterCtx>,
     map: &ShardMap,
@@ -693,6 +697,7 @@ pub(crate) async fn fan_out(
     op: Arc<ReadOp>,
     metrics: &ReadMetrics,
     deadline: tokio::time::Instant,
+    per_request: Duration,
 ) -> FanOut {
     let mut answers = Vec::new();
     let mut missing = BTreeMap::new();
@@ -714,12 +719,16 @@ pub(crate) async fn fan_out(
             let op = Arc::clone(&op);
             async move {
                 let started = Instant::now();
+                let until = deadline.min(tokio::time::Instant::now() + per_request);
                 let res =
-                    match tokio::time::timeout_at(deadline, ask_node(ctx, map, node, &shards, &op))
+                    match tokio::time::timeout_at(until, ask_node(ctx, map, node, &shards, &op))
                         .await
                     {
                         Ok(r) => r,
-                        Err(_) => Err(format!("node {node}: deadline exceeded")),
+                        Err(_) => Err(format!(
+                            "node {node}: no answer within {}ms",
+                            started.elapsed().as_millis()
+                        )),
                     };
                 metrics.observe(node, op.rpc(), started.elapsed(), res.is_ok());
                 (node, shards, res)
@@ -921,9 +930,9 @@ impl FanoutQueryable {
         let state = self.ctx.meta.state();
         let map = state
             .shard_map
-            .clone()
+            .as_ref()
             .ok_or_else(|| QueryError::Storage(ClusterError::NoShardMap.to_string()))?;
-        let shards = needed_shards(&map, matchers);
+        let shards = needed_shards(map, matchers);
         self.metrics.shards_asked.inc_by(shards.len() as u64);
         let plan: BTreeMap<ShardId, Vec<NodeId>> = shards
             .into_iter()
@@ -938,9 +947,18 @@ impl FanoutQueryable {
         let ctx = &self.ctx;
         let op = Arc::new(op);
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let out = ctx
-            .runtime
-            .block_on(fan_out(ctx, &map, plan, op, &self.metrics, deadline));
+        // Half the deadline per node: a hung replica leaves time to ask the
+        // next one.
+        let per_request = self.timeout / 2;
+        let out = ctx.runtime.block_on(fan_out(
+            ctx,
+            map,
+            plan,
+            op,
+            &self.metrics,
+            deadline,
+            per_request,
+        ));
         if !out.missing.is_empty() {
             self.metrics.partial_answers.inc();
         }
@@ -1363,6 +1381,45 @@ pub(crate) mod tests {
             let labels = vec![("peer", "2".to_string()), ("rpc", "select".to_string())];
             assert!(q.metrics().failures.get_or_create(&labels).get() > 0);
             ctx1.catching_up.store(false, Ordering::Release);
+            drop((q, ctx1));
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_replica_is_given_up_on_and_its_shards_fail_over() {
+        bounded(async {
+            let c = TestCluster::start(3, 16, 3).await;
+            let batch = samples(&test_series(10), T0, 5, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let (_dir, refdb) = reference(&batch).await;
+            // Node 2 now "lives" at an address that accepts connections and
+            // never answers.
+            let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let hole_addr = hole.local_addr().unwrap();
+            let holder = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((sock, _)) = hole.accept().await {
+                    held.push(sock);
+                }
+            });
+            c.meta.add_node(2, hole_addr.to_string()).await.unwrap();
+            // Node 1 catching up reads its peers only: node 2 first for
+            // some shards.
+            let ctx1 = Arc::clone(c.node(1).ctx());
+            ctx1.catching_up.store(true, Ordering::Release);
+            let q = Arc::new(
+                FanoutQueryable::new(Arc::clone(&ctx1)).with_timeout(Duration::from_secs(2)),
+            );
+            let started = Instant::now();
+            let (got, w) = select(&q, all()).await.expect("failed over");
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert!(w.is_empty());
+            assert_eq!(decode(&got), reference_select(&refdb, all()).await);
+            assert!(q.metrics().failovers.get() > 0);
+            ctx1.catching_up.store(false, Ordering::Release);
+            holder.abort();
             drop((q, ctx1));
             shutdown(c).await;
         })
