@@ -1,7 +1,8 @@
 //! `pharos`: the command-line entry point. Parses flags, loads the
 //! configuration, sets up logging, runs a node until SIGINT/SIGTERM
 //! (reloading the config on SIGHUP), and exits non-zero with a readable
-//! message on any startup error. Also the `promtool`-like `check rules`,
+//! message on any startup error. Also `cluster` (a local multi-process
+//! cluster, and `cluster status`), and the `promtool`-like `check rules`,
 //! `check config` and `test rules` subcommands.
 
 use std::collections::BTreeMap;
@@ -42,8 +43,11 @@ enum Command {
     /// the remote-write receiver and remote read on --listen, and the
     /// scraping, rules and Alertmanager notifications of --config.
     Server(ServerArgs),
-    /// Run a local multi-node cluster (not available yet: exits with an
-    /// error; use `pharos server` for a single node).
+    /// Run a local cluster: --nodes `pharos server` processes on loopback,
+    /// node i with data in DIR/node-i, HTTP on port P+i-1 and gRPC on
+    /// P+1000+i-1 (DIR = --data-dir, P = --base-port). Ctrl-C or SIGTERM
+    /// stops them all; a node that exits stops the others (nothing is
+    /// restarted). `pharos cluster status` shows a running cluster.
     Cluster(ClusterArgs),
     /// Validate configuration or rule files, as `promtool check` does
     /// (exit code 0 when valid, 1 otherwise).
@@ -129,13 +133,67 @@ struct ServerArgs {
     /// http://<listen address>].
     #[arg(long = "web.external-url", value_name = "URL")]
     external_url: Option<String>,
+
+    /// Run as node ID of a cluster (a positive integer, unique and stable
+    /// across restarts) [default: pharos.cluster.node_id; unset: a single
+    /// node].
+    #[arg(long = "node-id", value_name = "ID")]
+    node_id: Option<u64>,
+
+    /// Where the cluster's internal gRPC service listens [default:
+    /// pharos.cluster.grpc_listen, else 127.0.0.1:10090].
+    #[arg(long = "grpc-listen", value_name = "ADDR")]
+    grpc_listen: Option<SocketAddr>,
+
+    /// The host:port other nodes reach this node's gRPC service at
+    /// [default: pharos.cluster.advertise, else --grpc-listen].
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
+
+    /// gRPC addresses of cluster members to join through, comma separated
+    /// (ignored once this node is a member) [default: pharos.cluster.join;
+    /// empty: bootstrap a new cluster].
+    #[arg(long, value_name = "ADDR,...", value_delimiter = ',')]
+    join: Option<Vec<String>>,
+
+    /// Create the shard map once this many nodes are members [default:
+    /// pharos.cluster.expect_nodes, else 1].
+    #[arg(long = "expect-nodes", value_name = "N")]
+    expect_nodes: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct ClusterArgs {
+    #[command(subcommand)]
+    command: Option<ClusterCommand>,
+
     /// Number of nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u32,
+
+    /// Parent directory of the nodes' data directories and logs.
+    #[arg(long = "data-dir", value_name = "DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// HTTP port of node 1; node i serves HTTP on PORT+i-1 and gRPC on
+    /// PORT+1000+i-1.
+    #[arg(long = "base-port", value_name = "PORT", default_value_t = 9090)]
+    base_port: u16,
+
+    /// Configuration file passed to every node (scrape jobs, rules, …).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Print a running cluster's nodes and shard summary.
+    Status {
+        /// Any node's HTTP URL.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        url: String,
+    },
 }
 
 fn parse_retention(s: &str) -> Result<PromDuration, String> {
@@ -146,8 +204,11 @@ fn init_logging(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: `pharos cluster` sends logs to files.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -160,13 +221,34 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level, &cli.log_format);
     match cli.command {
+        Command::Cluster(ClusterArgs {
+            command: Some(ClusterCommand::Status { url }),
+            ..
+        }) => match pharos_node::cluster::launcher::status_text(&url) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Cluster(args) => {
-            eprintln!(
-                "error: clustering is not available yet (requested {} nodes): this build runs \
-                 single nodes only. Start one with `pharos server` (see `pharos server --help`).",
-                args.nodes
-            );
-            ExitCode::from(2)
+            let opts = pharos_node::cluster::launcher::LaunchOptions {
+                nodes: args.nodes,
+                data_dir: args.data_dir,
+                base_port: args.base_port,
+                config: args.config,
+                log_level: cli.log_level.clone(),
+            };
+            match pharos_node::cluster::launcher::run(&opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Check(CheckCommand::Rules { files }) => check_rules(&files),
         Command::Check(CheckCommand::Config { files }) => check_config(&files),
@@ -224,6 +306,28 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(u) = &args.external_url {
         config.pharos.web.external_url = Some(u.clone());
     }
+    let c = &mut config.pharos.cluster;
+    if let Some(id) = args.node_id {
+        c.node_id = Some(id);
+    }
+    if let Some(a) = args.grpc_listen {
+        c.grpc_listen = a;
+    }
+    if let Some(a) = &args.advertise {
+        c.advertise = Some(a.clone());
+    }
+    if let Some(j) = &args.join {
+        c.join = j.iter().filter(|s| !s.is_empty()).cloned().collect();
+    }
+    if let Some(n) = args.expect_nodes {
+        c.expect_nodes = n;
+    }
+    // Flags may have turned cluster mode on or changed its settings.
+    c.validate(
+        args.config
+            .as_deref()
+            .unwrap_or(std::path::Path::new("<flags>")),
+    )?;
     let p = &config.pharos;
     flags.insert("listen".into(), p.listen.to_string());
     flags.insert("data-dir".into(), p.data_dir.display().to_string());
@@ -255,6 +359,17 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         "web.external-url".into(),
         p.web.external_url.clone().unwrap_or_default(),
     );
+    let c = &p.cluster;
+    flags.insert(
+        "node-id".into(),
+        c.node_id.map(|i| i.to_string()).unwrap_or_default(),
+    );
+    if c.enabled() {
+        flags.insert("grpc-listen".into(), c.grpc_listen.to_string());
+        flags.insert("advertise".into(), c.advertise_addr());
+        flags.insert("join".into(), c.join.join(","));
+        flags.insert("expect-nodes".into(), c.expect_nodes.to_string());
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

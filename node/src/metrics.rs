@@ -102,6 +102,13 @@ impl Metrics {
         }
     }
 
+    /// Lets a component register its own long-lived metrics (the
+    /// cluster's, for instance) in the node's registry, before the
+    /// registry is shared.
+    pub fn register_with(&mut self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry);
+    }
+
     pub fn observe_request(&self, handler: &str, elapsed: Duration) {
         self.http_request_duration
             .get_or_create(&vec![("handler", handler.to_string())])

@@ -3,8 +3,15 @@
 //!
 //! Owns: the accept loop, TLS setup from the web config, and the shutdown
 //! order — stop accepting, mark not ready, let in-flight requests finish
-//! (bounded), then fsync and close the WAL so that every acknowledged write
-//! is on disk whatever the fsync policy.
+//! (bounded), stop scraping and rules, leave the cluster (meta member, then
+//! the internal gRPC server), then fsync and close the WAL so that every
+//! acknowledged write is on disk whatever the fsync policy.
+//!
+//! In cluster mode (`pharos.cluster.node_id` set) the node also starts its
+//! [`Member`], reads through the fan-out
+//! ([`crate::cluster::read::FanoutQueryable`]) and writes through the
+//! replicating sink ([`crate::cluster::write::ReplicatingSink`]); it
+//! reports ready once the cluster's shard map exists.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,12 +31,14 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::cluster::member::{Member, StartError};
+use crate::cluster::{catchup, read, write};
 use crate::config::web::{TlsServerConfig, WebConfig};
 use crate::config::{Config, ConfigError, FsyncMode};
 use crate::http::auth::BasicAuth;
 use crate::http::{AppState, ServerInfo, Settings};
 use crate::metrics::Metrics;
-use crate::services::{ReloadError, Services};
+use crate::services::{ReloadError, Roles, Services};
 use crate::sink::{LocalSink, MetadataStore, WriteSink};
 
 /// How long in-flight requests may run after a shutdown signal.
@@ -59,6 +68,8 @@ pub enum ServerError {
     Close(pharos_storage::StorageError),
     #[error(transparent)]
     Services(ReloadError),
+    #[error(transparent)]
+    Cluster(#[from] StartError),
     #[error("{0}")]
     Internal(String),
 }
@@ -77,6 +88,8 @@ pub struct NodeOptions {
 /// A node that is serving.
 pub struct RunningNode {
     pub addr: SocketAddr,
+    /// The cluster gRPC address, in cluster mode.
+    pub grpc_addr: Option<SocketAddr>,
     pub state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
@@ -112,6 +125,14 @@ fn db_options(cfg: &Config) -> DbOptions {
         .as_ref()
         .and_then(|s| s.tsdb.as_ref())
         .and_then(|t| t.out_of_order_time_window)
+        // A cluster replica receives samples late (catch-up after a
+        // restart, hinted handoff): accept them unless the user chose.
+        .or_else(|| {
+            cfg.pharos
+                .cluster
+                .enabled()
+                .then_some(cfg.pharos.cluster.out_of_order_window)
+        })
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     DbOptions {
@@ -276,7 +297,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
     let db = Arc::new(db);
     let maintenance = db.start_background(t.maintenance_interval.as_std());
 
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
     let now = SystemTime::now();
     metrics.start_time.set(
         now.duration_since(SystemTime::UNIX_EPOCH)
@@ -285,9 +306,31 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
     );
     let metadata = Arc::new(MetadataStore::new(MAX_METADATA_FAMILIES));
     let addr = cfg.pharos.listen;
-    let listener = TcpListener::bind(addr)
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(source) => {
+            close_storage(&db, maintenance).await;
+            return Err(ServerError::Bind { addr, source });
+        }
+    };
+    let member = if cfg.pharos.cluster.enabled() {
+        match Member::start(
+            &cfg.pharos.cluster,
+            &cfg.pharos.data_dir,
+            Arc::clone(&db),
+            Arc::clone(&metadata),
+        )
         .await
-        .map_err(|source| ServerError::Bind { addr, source })?;
+        {
+            Ok(m) => Some(m),
+            Err(e) => {
+                close_storage(&db, maintenance).await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let local = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
@@ -297,8 +340,35 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         query: cfg.pharos.query.clone(),
         web: cfg.pharos.web.clone(),
     };
-    let queryable: Arc<dyn pharos_query::queryable::Queryable> = db.clone();
-    let sink: Arc<dyn WriteSink> = Arc::new(LocalSink::new(Arc::clone(&db), Arc::clone(&metadata)));
+    let (queryable, sink, roles): (
+        Arc<dyn pharos_query::queryable::Queryable>,
+        Arc<dyn WriteSink>,
+        _,
+    ) = match &member {
+        None => (
+            db.clone(),
+            Arc::new(LocalSink::new(Arc::clone(&db), Arc::clone(&metadata))),
+            Roles::single_node(),
+        ),
+        Some(m) => {
+            let h = m.handle();
+            let wm = Arc::new(write::WriteMetrics::default());
+            let rm = Arc::new(read::ReadMetrics::default());
+            let cm = h.metrics.clone();
+            let (w, r) = (Arc::clone(&wm), Arc::clone(&rm));
+            metrics.register_with(move |reg| {
+                cm.register(reg);
+                w.register(reg);
+                r.register(reg);
+            });
+            (
+                Arc::new(read::FanoutQueryable::with_metrics(Arc::clone(&h.ctx), rm)),
+                Arc::new(write::ReplicatingSink::with_metrics(Arc::clone(&h.ctx), wm)),
+                Roles::cluster(h),
+            )
+        }
+    };
+    let metrics = Arc::new(metrics);
     let external_url = cfg
         .pharos
         .web
@@ -316,15 +386,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         Arc::clone(&sink),
         settings.engine_options(),
         external_url,
+        roles,
     ) {
         Ok(s) => s,
         Err(e) => {
-            let db = Arc::clone(&db);
-            let _ = tokio::task::spawn_blocking(move || {
-                drop(maintenance);
-                db.sync()
-            })
-            .await;
+            if let Some(m) = member {
+                m.shutdown().await;
+            }
+            close_storage(&db, maintenance).await;
             return Err(ServerError::Services(e));
         }
     };
@@ -351,31 +420,69 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         write_slots: Arc::new(tokio::sync::Semaphore::new(
             cfg.pharos.remote_write_receiver.max_concurrent_requests,
         )),
+        cluster: member.as_ref().map(|m| Arc::clone(m.handle())),
     });
+    let mut member = member;
+    if let Some(m) = &mut member {
+        let h = Arc::clone(m.handle());
+        m.own(crate::cluster::assignment::follow_primaries(
+            Arc::clone(&h.meta),
+            state.services.scrape.clone(),
+        ));
+        // Ready once the cluster has formed; a restarted replica then
+        // catches up in the background (it refuses reads meanwhile).
+        let st = Arc::clone(&state);
+        m.own(tokio::spawn(async move {
+            h.wait_for_shard_map().await;
+            st.ready.store(true, Ordering::Release);
+            tracing::info!(node = h.node_id, "cluster formed: node ready");
+            match catchup::catch_up(Arc::clone(&h.ctx)).await {
+                Ok(report) => tracing::info!(node = h.node_id, ?report, "catch-up finished"),
+                Err(e) => tracing::warn!(node = h.node_id, error = %e, "catch-up failed"),
+            }
+        }));
+    }
 
     tracing::info!(
         listen = %local,
+        cluster_node = cfg.pharos.cluster.node_id,
         tls = tls.is_some(),
         basic_auth = state.auth.is_some(),
         data_dir = %cfg.pharos.data_dir.display(),
         "pharos server listening"
     );
     let (stop_tx, stop_rx) = oneshot::channel();
+    let grpc_addr = member.as_ref().map(Member::grpc_addr);
+    let single = member.is_none();
     let task = tokio::spawn(serve(
         listener,
         tls,
         Arc::clone(&state),
         db,
         maintenance,
+        member,
         stop_rx,
     ));
-    state.ready.store(true, Ordering::Release);
+    if single {
+        state.ready.store(true, Ordering::Release);
+    }
     Ok(RunningNode {
         addr: local,
+        grpc_addr,
         state,
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Stops maintenance and flushes storage after a failed start.
+async fn close_storage(db: &Arc<Db>, maintenance: pharos_storage::db::Background) {
+    let db = Arc::clone(db);
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(maintenance);
+        db.sync()
+    })
+    .await;
 }
 
 async fn serve(
@@ -384,6 +491,7 @@ async fn serve(
     state: Arc<AppState>,
     db: Arc<Db>,
     maintenance: pharos_storage::db::Background,
+    member: Option<Member>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), ServerError> {
     let router = crate::http::router(Arc::clone(&state));
@@ -449,6 +557,10 @@ async fn serve(
     }
     // Scrapes and rule evaluations write; they stop before storage closes.
     state.services.shutdown().await;
+    // Peers' replicated writes stop arriving before storage closes too.
+    if let Some(m) = member {
+        m.shutdown().await;
+    }
     // Everything acknowledged must be on disk before we exit, whatever the
     // fsync policy. Stopping maintenance waits for a round in progress.
     let result = tokio::task::spawn_blocking(move || {

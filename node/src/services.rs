@@ -11,10 +11,14 @@
 //! targets as they were. The YAML shown by `/api/v1/status/config` is the
 //! last one applied.
 //!
-//! Single node: every target is this node's
-//! ([`crate::scrape::target::SingleNode`]) and this node is always the rule
-//! leader ([`AlwaysLeader`]); the cluster will pass its own assignment and
-//! Raft's leader check. Must not: serve HTTP (the handlers read snapshots).
+//! What this node does is decided by its [`Roles`]: on a single node every
+//! target is this node's ([`crate::scrape::target::SingleNode`]) and it is
+//! always the rule leader ([`AlwaysLeader`]); in a cluster it scrapes the
+//! targets of the shards it is primary of
+//! ([`crate::cluster::assignment::PrimaryAssignment`]) and evaluates rules
+//! and notifies only while it holds the leadership lease
+//! ([`crate::cluster::leader::LeaderLease`]). Must not: serve HTTP (the
+//! handlers read snapshots).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,7 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{mask_secrets, Config, ConfigError};
 use crate::scrape::manager::ScrapeManager;
-use crate::scrape::target::SingleNode;
+use crate::scrape::target::{Assignment, SingleNode};
 use crate::sink::WriteSink;
 
 /// Longest a retiring notifier may take to send what it still holds.
@@ -51,6 +55,35 @@ pub enum ReloadError {
     /// Rule files that do not load; each line names file, line and rule.
     #[error("loading rule files: {0}")]
     Rules(String),
+}
+
+/// Which targets this node scrapes and whether it may evaluate rules and
+/// send alerts.
+#[derive(Clone)]
+pub struct Roles {
+    pub assignment: Arc<dyn Assignment>,
+    pub leader: Arc<dyn LeaderCheck>,
+}
+
+impl Roles {
+    /// A node alone: everything is its own.
+    pub fn single_node() -> Roles {
+        Roles {
+            assignment: Arc::new(SingleNode),
+            leader: Arc::new(AlwaysLeader),
+        }
+    }
+
+    /// A cluster member: its shards' targets, rules while it leads.
+    pub fn cluster(h: &crate::cluster::member::ClusterHandle) -> Roles {
+        Roles {
+            assignment: Arc::new(crate::cluster::assignment::PrimaryAssignment::new(
+                h.node_id,
+                Arc::clone(&h.meta),
+            )),
+            leader: Arc::clone(&h.lease) as Arc<dyn LeaderCheck>,
+        }
+    }
 }
 
 /// Rule results go to the node's write path. Per-sample rejections (an
@@ -108,6 +141,7 @@ pub struct Services {
     sink: Arc<dyn WriteSink>,
     engine_options: EngineOptions,
     external_url: String,
+    leader: Arc<dyn LeaderCheck>,
     /// The config file reloads read (none: nothing to reload).
     config_path: Option<PathBuf>,
     /// The applied configuration as YAML, secrets masked.
@@ -194,19 +228,21 @@ impl Services {
         sink: Arc<dyn WriteSink>,
         engine_options: EngineOptions,
         external_url: String,
+        roles: Roles,
     ) -> Result<Arc<Services>, ReloadError> {
         let p = prepare(
             config.clone(),
             config_file.map(|f| f.0),
             config_file.map(|f| f.1),
         )?;
-        let scrape = ScrapeManager::new(Arc::clone(&sink), Arc::new(SingleNode));
+        let scrape = ScrapeManager::new(Arc::clone(&sink), roles.assignment);
         let rules = Self::build_rules(
             rule_options(&p.config),
             &queryable,
             &sink,
             &engine_options,
             &external_url,
+            &roles.leader,
             p.alertmanagers.clone(),
         );
         let svc = Arc::new(Services {
@@ -216,6 +252,7 @@ impl Services {
             sink,
             engine_options,
             external_url,
+            leader: roles.leader,
             config_path: config_file.map(|f| f.0.to_path_buf()),
             config_yaml: RwLock::new(String::new()),
             reloading: Mutex::new(()),
@@ -231,9 +268,10 @@ impl Services {
         sink: &Arc<dyn WriteSink>,
         engine_options: &EngineOptions,
         external_url: &str,
+        leader: &Arc<dyn LeaderCheck>,
         alertmanagers: Vec<pharos_alerting::notifier::AlertmanagerConfig>,
     ) -> Rules {
-        let leader: Arc<dyn LeaderCheck> = Arc::new(AlwaysLeader);
+        let leader = Arc::clone(leader);
         let notifier = Notifier::new(
             NotifierOptions {
                 external_labels: opts.external_labels.clone(),
@@ -295,6 +333,7 @@ impl Services {
                 &self.sink,
                 &self.engine_options,
                 &self.external_url,
+                &self.leader,
                 p.alertmanagers.clone(),
             );
             if let Err(errs) = fresh.manager.load(&p.rule_globs) {

@@ -5,8 +5,13 @@
 //! [`crate::sink::WriteSink`] ([`write`]), the fan-out
 //! [`pharos_query::queryable::Queryable`] ([`read`]), the internal gRPC
 //! `Replica` service other nodes call ([`replica`]), and the placement rule
-//! ([`placement_hash`], [`shard_of_labels`]). Must not: touch openraft (only
-//! `pharos-meta` does), evaluate PromQL, or know about HTTP.
+//! ([`placement_hash`], [`shard_of_labels`]); and this node's membership:
+//! start and shutdown ([`member`]), the rule leader ([`leader`]), the
+//! scrape assignment ([`assignment`]), cluster metrics ([`metrics`]), the
+//! read-only `/api/v1/cluster/*` handlers ([`api`], the only HTTP here) and
+//! the local multi-process launcher behind `pharos cluster` ([`launcher`]).
+//! Must not: touch openraft beyond the meta node's handle (only
+//! `pharos-meta` implements consensus), or evaluate PromQL.
 //!
 //! Invariants:
 //! - A write is acknowledged only when, for every shard it touches, a
@@ -17,8 +22,14 @@
 //! - A read that cannot reach a replica of every shard it needs fails,
 //!   naming the shards, unless the caller accepted a partial answer.
 
+pub mod api;
+pub mod assignment;
 pub mod catchup;
 pub mod handoff;
+pub mod launcher;
+pub mod leader;
+pub mod member;
+pub mod metrics;
 pub mod peers;
 pub mod read;
 pub mod replica;

@@ -31,7 +31,7 @@ pub(crate) struct TestNode {
 
 impl TestNode {
     /// The running node's context.
-    pub fn ctx(&self) -> &Arc<ClusterCtx> {
+    pub(crate) fn ctx(&self) -> &Arc<ClusterCtx> {
         self.ctx.as_ref().expect("node is running")
     }
 }
@@ -45,7 +45,7 @@ pub(crate) struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes (ids 1..=n) and creates a shard map of `shards`
     /// shards with replication factor `rf` over them.
-    pub async fn start(n: usize, shards: u32, rf: u32) -> TestCluster {
+    pub(crate) async fn start(n: usize, shards: u32, rf: u32) -> TestCluster {
         let meta = Arc::new(MemMetaClient::default());
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -85,12 +85,12 @@ impl TestCluster {
     }
 
     /// Node `id`.
-    pub fn node(&self, id: NodeId) -> &TestNode {
+    pub(crate) fn node(&self, id: NodeId) -> &TestNode {
         &self.nodes[(id - 1) as usize]
     }
 
     /// Stops node `id`: its server goes away and its storage is closed.
-    pub async fn stop(&mut self, id: NodeId) {
+    pub(crate) async fn stop(&mut self, id: NodeId) {
         let node = &mut self.nodes[(id - 1) as usize];
         if let Some(s) = node.stop.take() {
             let _ = s.send(());
@@ -109,7 +109,7 @@ impl TestCluster {
     }
 
     /// Starts a stopped node `id` again on its directory and port.
-    pub async fn restart(&mut self, id: NodeId) {
+    pub(crate) async fn restart(&mut self, id: NodeId) {
         let meta = Arc::clone(&self.meta) as Arc<dyn MetaClient>;
         let node = &mut self.nodes[(id - 1) as usize];
         assert!(node.ctx.is_none(), "node {id} is running");

@@ -16,6 +16,7 @@
 //! ([`Config::alertmanagers`]). Unimplemented service discovery is accepted
 //! as opaque YAML and listed by [`Config::inert_sections`].
 
+pub mod cluster;
 pub mod duration;
 pub mod web;
 
@@ -303,6 +304,8 @@ pub struct PharosConfig {
     pub wal: WalSettings,
     pub tsdb: TsdbSettings,
     pub query: QuerySettings,
+    /// Cluster membership; off unless `cluster.node_id` is set.
+    pub cluster: cluster::ClusterConfig,
 }
 
 impl Default for PharosConfig {
@@ -315,6 +318,7 @@ impl Default for PharosConfig {
             wal: WalSettings::default(),
             tsdb: TsdbSettings::default(),
             query: QuerySettings::default(),
+            cluster: cluster::ClusterConfig::default(),
         }
     }
 }
@@ -588,6 +592,7 @@ impl Config {
         if p.query.timeout.as_millis() == 0 {
             return Err(semantic("pharos.query.timeout must be positive".into()));
         }
+        p.cluster.validate(path)?;
         Ok(())
     }
 

@@ -96,6 +96,9 @@ pub struct AppState {
     pub query_slots: Arc<tokio::sync::Semaphore>,
     /// Bounds concurrent remote-write requests.
     pub write_slots: Arc<tokio::sync::Semaphore>,
+    /// This node's cluster membership (`None` on a single node), for
+    /// `/api/v1/cluster/*`.
+    pub cluster: Option<Arc<crate::cluster::member::ClusterHandle>>,
 }
 
 /// The full router over `state`.
@@ -128,6 +131,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/alerts", get(services::alerts))
         .route("/api/v1/targets", get(services::targets))
         .route("/api/v1/targets/metadata", get(services::targets_metadata))
+        .route("/api/v1/cluster/nodes", get(crate::cluster::api::nodes))
+        .route("/api/v1/cluster/shards", get(crate::cluster::api::shards))
+        .route("/api/v1/cluster/status", get(crate::cluster::api::status))
         .route("/-/reload", post(services::reload).put(services::reload))
         .route("/api/v1/write", post(crate::remote_write::handle))
         .route("/api/v1/read", post(crate::remote_read::handle))

@@ -1,4 +1,4 @@
-//! The `pharos` binary: help texts, the cluster placeholder, config errors,
+//! The `pharos` binary: help texts, the cluster launcher's flags, config errors,
 //! and a start/SIGTERM cycle that flushes.
 
 use std::process::{Command, Stdio};
@@ -35,14 +35,23 @@ fn help_explains_every_flag() {
 }
 
 #[test]
-fn cluster_says_not_available() {
+fn cluster_flags_are_explained_and_checked() {
     let out = Command::new(BIN)
-        .args(["cluster", "--nodes", "3"])
+        .args(["cluster", "--help"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    for w in ["--nodes", "--data-dir", "--base-port", "status"] {
+        assert!(s.contains(w), "{w} missing from:\n{s}");
+    }
+    let out = Command::new(BIN)
+        .args(["cluster", "--nodes", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
     let e = String::from_utf8_lossy(&out.stderr);
-    assert!(e.contains("clustering is not available yet"), "{e}");
+    assert!(e.contains("--nodes must be at least 1"), "{e}");
 }
 
 #[test]
