@@ -1647,6 +1647,55 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_replicas_receive_writes_but_do_not_count() {
+        bounded(async {
+            let mut c = TestCluster::start(3, 16, 2).await;
+            let map = c.meta.shard_map().expect("map");
+            let a = map.assignment(6).expect("shard 6").clone();
+            let newcomer = (1..=3)
+                .find(|n| !a.holds(*n))
+                .expect("a node without shard 6");
+            c.meta
+                .propose(Command::AddShardReplica {
+                    shard: 6,
+                    node: newcomer,
+                    expected_epoch: a.epoch,
+                })
+                .await
+                .expect("add a pending replica");
+            let l = series_in(&map, 6);
+            let coordinator = a.replicas[0];
+            let sink = Arc::new(ReplicatingSink::new(Arc::clone(c.node(coordinator).ctx())));
+            let b = vec![(l.clone(), 1_000, 1.0)];
+            write(&sink, b.clone())
+                .await
+                .expect("both up-to-date replicas are up");
+            for n in [a.replicas[0], a.replicas[1], newcomer] {
+                assert_eq!(
+                    samples_on(c.node(n).ctx(), &l),
+                    expected(&b, &l),
+                    "node {n}"
+                );
+            }
+            // The pending replica and the coordinator make two answers, but
+            // only one of the two up-to-date replicas appended.
+            c.stop(a.replicas[1]).await;
+            let later = vec![(l.clone(), 2_000, 2.0)];
+            match write(&sink, later).await {
+                Err(SinkError::Unavailable(msg)) => {
+                    assert!(
+                        msg.contains("shard 6 (1 of 2 replicas appended, 2 needed"),
+                        "{msg}"
+                    )
+                }
+                other => panic!("expected Unavailable, got {other:?}"),
+            }
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn malformed_requests_are_invalid_arguments_naming_the_series() {
         bounded(async {
             let c = TestCluster::start(3, 16, 3).await;
