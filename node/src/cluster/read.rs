@@ -1628,13 +1628,14 @@ pub(crate) mod tests {
                 matchers: matchers_to_proto(&all()),
                 ..SelectRequest::default()
             };
-            let e = client.select(req.clone()).await.err().expect("refused");
+            let Err(e) = client.select(req.clone()).await else {
+                panic!("a catching-up replica answered a select");
+            };
             assert_eq!(e.code(), tonic::Code::Unavailable);
             let e = client
                 .label_names(LabelsRequest::default())
                 .await
-                .err()
-                .expect("refused");
+                .expect_err("refused");
             assert_eq!(e.code(), tonic::Code::Unavailable);
             // Node 1, catching up too, reads neither itself nor node 2.
             let ctx1 = Arc::clone(c.node(1).ctx());
@@ -1712,7 +1713,7 @@ pub(crate) mod tests {
         assert_eq!(back.chunks, s.chunks);
         assert_eq!(back.deleted, s.deleted);
         assert_eq!(back.start_timestamps, s.start_timestamps);
-        assert_eq!(decode(&[back]), decode(&[s.clone()]));
+        assert_eq!(decode(&[back]), decode(std::slice::from_ref(&s)));
 
         let good = series_to_proto(&s);
         let mut bad = good.clone();
