@@ -12,10 +12,11 @@
 //!
 //! # Coordinator
 //!
-//! A read needs every shard, or a single one when equality matchers fix the
-//! value of every placement label (the placement hash of such series is
-//! then known). For each needed shard the candidates are its up-to-date
-//! replicas (pending ones may still miss data and are never read): this node
+//! A read needs every shard, or only a few when matchers restrict every
+//! placement label to a few values (`job="x"`, `instance=~"a|b"`: the
+//! placement hashes of such series are then known). For each needed shard
+//! the candidates are its up-to-date replicas (pending ones may still miss
+//! data and are never read): this node
 //! first — unless it is catching up after a restart, when its own data may
 //! have gaps and it is not read at all —, then the others in replica order,
 //! nodes the meta group marks `Down` last. Shards are grouped by their
@@ -657,33 +658,79 @@ pub(crate) fn peer_candidates(me: NodeId, state: &MetaState, a: &ShardAssignment
     up.into_iter().chain(down).collect()
 }
 
-/// The shards a selection can find series in: one when equality matchers
-/// fix every placement label (to a non-empty value), else all.
+/// Most placement keys [`needed_shards`] enumerates before it gives up and
+/// asks every shard.
+const MAX_PLACEMENT_KEYS: usize = 64;
+
+/// The shards a selection can find series in (sorted): when matchers
+/// restrict every placement label to a few non-empty values (`=`, or `=~`
+/// on a plain alternation such as `a|b`), the shards of those placement
+/// keys; else all.
 pub(crate) fn needed_shards(map: &ShardMap, matchers: &[Matcher]) -> Vec<ShardId> {
-    match fixed_placement_hash(&map.placement_labels, matchers) {
-        Some(h) => vec![map.shard_for_hash(h)],
+    match placement_hashes(&map.placement_labels, matchers) {
+        Some(hashes) => {
+            let set: BTreeSet<ShardId> =
+                hashes.into_iter().map(|h| map.shard_for_hash(h)).collect();
+            set.into_iter().collect()
+        }
         None => (0..map.shards).collect(),
     }
 }
 
-/// The placement hash every series matching `matchers` has, when it is
-/// fixed. Such a series has each placement label with the matched value, so
-/// its placement hash is `hash_for` over exactly these pairs (in label
-/// order), which is what hashing a label set made of just them gives.
-fn fixed_placement_hash(names: &[String], matchers: &[Matcher]) -> Option<u64> {
+/// The placement hashes a series matching `matchers` can have, when they
+/// are few. Such a series has every placement label, with one of the
+/// allowed values, so its placement hash is `hash_for` over exactly these
+/// pairs (in label order): the hash of a label set made of just them.
+fn placement_hashes(names: &[String], matchers: &[Matcher]) -> Option<Vec<u64>> {
     if names.is_empty() {
         return None;
     }
-    let mut pairs = Vec::with_capacity(names.len());
+    // Allowed values per placement label: one matcher restricting it is
+    // enough (a series matches every matcher, so each one's set holds its
+    // value).
+    let mut allowed: Vec<Vec<&str>> = Vec::with_capacity(names.len());
+    let mut combos = 1usize;
     for n in names {
-        let m = matchers
-            .iter()
-            .find(|m| m.kind == MatchType::Equal && &m.name == n && !m.value.is_empty())?;
-        pairs.push((n.as_str(), m.value.as_str()));
+        let values = matchers.iter().filter(|m| &m.name == n).find_map(|m| {
+            let v: Vec<&str> = match m.kind {
+                MatchType::Equal => vec![m.value.as_str()],
+                MatchType::Regex if m.set_matches().is_some() => m.value.split('|').collect(),
+                _ => return None,
+            };
+            // An empty value admits series without the label, placed by
+            // their series hash.
+            (!v.iter().any(|v| v.is_empty())).then_some(v)
+        })?;
+        combos = combos.saturating_mul(values.len());
+        if combos > MAX_PLACEMENT_KEYS {
+            return None;
+        }
+        allowed.push(values);
     }
-    let fixed = Labels::from_pairs(pairs);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    Some(fixed.hash_for(&names))
+    let names_ref: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut out = Vec::with_capacity(combos);
+    let mut idx = vec![0usize; allowed.len()];
+    loop {
+        let pairs = names_ref
+            .iter()
+            .zip(&idx)
+            .zip(&allowed)
+            .map(|((n, &i), vs)| (*n, vs[i]));
+        out.push(Labels::from_pairs(pairs).hash_for(&names_ref));
+        // Next combination (odometer order).
+        let mut k = 0;
+        loop {
+            if k == idx.len() {
+                return Some(out);
+            }
+            idx[k] += 1;
+            if idx[k] < allowed[k].len() {
+                break;
+            }
+            idx[k] = 0;
+            k += 1;
+        }
+    }
 }
 
 /// Asks, for every shard of `plan`, its candidates in order until one
@@ -1321,6 +1368,36 @@ pub(crate) mod tests {
             let want = reference_select(&refdb, ms).await;
             assert_eq!(want.len(), 3);
             assert_eq!(decode(&got), want);
+
+            // A few values per placement label: the shards of each
+            // combination.
+            let ms = vec![
+                Matcher::new(MatchType::Regex, "job", "job1|job2").unwrap(),
+                Matcher::new(MatchType::Regex, "instance", "host4:9100|host5:9100").unwrap(),
+            ];
+            let map = c.meta.shard_map().unwrap();
+            let mut want_shards: Vec<ShardId> = test_series(12)
+                .iter()
+                .filter(|l| ms.iter().all(|m| m.matches(l.get_or_empty(&m.name))))
+                .map(|l| shard_of_labels(l, &map))
+                .collect();
+            want_shards.sort_unstable();
+            want_shards.dedup();
+            let needed = needed_shards(&map, &ms);
+            assert!(needed.len() <= 4);
+            assert!(want_shards.iter().all(|s| needed.contains(s)));
+            let before = q.metrics().shards_asked.get();
+            let (got, _) = select(&q, ms.clone()).await.unwrap();
+            assert_eq!(q.metrics().shards_asked.get() - before, needed.len() as u64);
+            let want = reference_select(&refdb, ms).await;
+            assert_eq!(want.len(), 6);
+            assert_eq!(decode(&got), want);
+            // A set admitting the empty value does not narrow.
+            let ms = vec![
+                Matcher::equal("job", "job1"),
+                Matcher::new(MatchType::Regex, "instance", "host4:9100|").unwrap(),
+            ];
+            assert_eq!(needed_shards(&map, &ms).len(), 16);
 
             // One placement label fixed is not enough: all 16 shards.
             let before = q.metrics().shards_asked.get();
