@@ -16,10 +16,10 @@
 //! placement label to a few values (`job="x"`, `instance=~"a|b"`: the
 //! placement hashes of such series are then known). For each needed shard
 //! the candidates are its up-to-date replicas (pending ones may still miss
-//! data and are never read): this node
-//! first — unless it is catching up after a restart, when its own data may
-//! have gaps and it is not read at all —, then the others in replica order,
-//! nodes the meta group marks `Down` last. Shards are grouped by their
+//! data and are never read): this node first — unless it is catching up
+//! after a restart, when its own data may have gaps and it is not read at
+//! all —, then the others in replica order, nodes the meta group marks
+//! `Down` last. Shards are grouped by their
 //! current candidate so that each node gets one request (with a
 //! [`ShardFilter`](pharos_proto::cluster::ShardFilter) listing its shards);
 //! the requests run concurrently, and the shards of a node that fails move
@@ -138,12 +138,12 @@ impl ReadMetrics {
     /// Registers every metric in `registry`.
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "pharos_cluster_read_request_duration_seconds",
+            "pharos_cluster_read_rpc_duration_seconds",
             "Latency of fan-out read requests to one node, by peer and RPC",
             self.request_duration.clone(),
         );
         registry.register(
-            "pharos_cluster_read_failures",
+            "pharos_cluster_read_rpc_failures",
             "Fan-out read requests to a node that failed, by peer and RPC",
             self.failures.clone(),
         );
@@ -328,6 +328,10 @@ pub(crate) fn series_from_proto(s: pb::SeriesChunks) -> Result<Series, String> {
 // ---------------------------------------------------------------------------
 // Shard filters
 
+/// Most shards a filter may describe (the map has 256 by default); bounds
+/// what a peer's request can make this node allocate.
+const MAX_SHARDS: u32 = 1 << 20;
+
 /// Which series of a node to keep: those whose placement shard is in a set.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardSel {
@@ -358,10 +362,11 @@ impl ShardSel {
         let Some(f) = f.filter(|f| !f.shards.is_empty()) else {
             return Ok(None);
         };
-        if f.total_shards == 0 {
-            return Err(Status::invalid_argument(
-                "shard filter without total_shards",
-            ));
+        if f.total_shards == 0 || f.total_shards > MAX_SHARDS {
+            return Err(Status::invalid_argument(format!(
+                "shard filter over {} shards (1 to {MAX_SHARDS} allowed)",
+                f.total_shards
+            )));
         }
         let mut keep = vec![false; f.total_shards as usize];
         for &s in &f.shards {
