@@ -26,6 +26,9 @@
 //! - A call returns as soon as every shard is acknowledged; replicas still
 //!   being written to finish in the background, and those that fail (or
 //!   failed) get the samples through hinted handoff.
+//! - At most [`DEFAULT_MAX_IN_FLIGHT_PER_PEER`] writes wait for one node's
+//!   answer at once; a write past that skips the node (it counts as failed)
+//!   and hints its samples, so a hung node costs bounded memory.
 //! - Per-sample refusals (out of order, too old, duplicate) are reported
 //!   once per batch index, as the first acknowledging up-to-date replica in
 //!   the shard's replica order (the primary when it answered) saw them.
@@ -38,6 +41,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use pharos_meta::types::{EpochCheck, MetaState, NodeId, NodeState, ShardId, ShardMap};
 use pharos_proto::cluster::{
     DeleteRequest, LabelMatcher, MetadataPush, MetadataReply, MetricMetadata, Redirect,
@@ -74,6 +78,11 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 /// Metadata pushes in flight at once; further ones are skipped (metadata
 /// is resent by its sources, so a skipped push is repaired by a later one).
 const MAX_METADATA_PUSHES: usize = 16;
+
+/// Writes to one node that may wait for its answer at once (a healthy
+/// node answers in milliseconds; a hung one would otherwise hold every
+/// write's request in memory until [`RPC_TIMEOUT`]).
+pub const DEFAULT_MAX_IN_FLIGHT_PER_PEER: usize = 256;
 
 /// Shards named one by one in an [`SinkError::Unavailable`] message.
 const SHARDS_IN_ERROR: usize = 3;
@@ -169,10 +178,14 @@ impl WriteMetrics {
     }
 
     fn observe(&self, node: NodeId, took: Duration, res: &Result<WriteReply, SendError>) {
-        let peer = node.to_string();
         self.rpc_duration
-            .get_or_create(&vec![("peer", peer.clone())])
+            .get_or_create(&vec![("peer", node.to_string())])
             .observe(took.as_secs_f64());
+        self.count_failure(node, res);
+    }
+
+    /// Counts a redirect or a failure of a write to `node`.
+    fn count_failure(&self, node: NodeId, res: &Result<WriteReply, SendError>) {
         match res {
             Ok(reply) if !reply.redirects.is_empty() => {
                 self.redirects.inc();
@@ -180,7 +193,10 @@ impl WriteMetrics {
             Ok(_) => {}
             Err(e) => {
                 self.rpc_failures
-                    .get_or_create(&vec![("peer", peer), ("reason", e.reason().to_string())])
+                    .get_or_create(&vec![
+                        ("peer", node.to_string()),
+                        ("reason", e.reason().to_string()),
+                    ])
                     .inc();
             }
         }
@@ -503,6 +519,8 @@ pub(crate) enum SendError {
     Status(Status),
     #[error("no answer within {RPC_TIMEOUT:?}")]
     Timeout,
+    #[error("{0} writes to this node are still waiting for its answer")]
+    Overloaded(usize),
 }
 
 impl SendError {
@@ -511,6 +529,7 @@ impl SendError {
             SendError::Cluster(ClusterError::UnknownNode(_)) => "unknown_node",
             SendError::Cluster(_) => "unavailable",
             SendError::Timeout => "timeout",
+            SendError::Overloaded(_) => "overloaded",
             SendError::Status(s) => match s.code() {
                 tonic::Code::Unavailable => "unavailable",
                 tonic::Code::DeadlineExceeded => "timeout",
@@ -560,7 +579,10 @@ struct ShardGroup {
 }
 
 /// Groups `batch` by shard (ascending) and, within a shard, by series in
-/// first-seen order. Also returns each sample's position in the groups.
+/// first-seen order, keeping each series' samples in batch order. The
+/// grouping does not depend on epochs (the shard count and placement labels
+/// are fixed when the map is created), so a re-routed group is not
+/// regrouped.
 fn group(batch: &[(Labels, i64, f64)], map: &ShardMap) -> Vec<ShardGroup> {
     struct Building {
         series: Vec<(SeriesSamples, Vec<usize>)>,
@@ -615,8 +637,8 @@ fn group(batch: &[(Labels, i64, f64)], map: &ShardMap) -> Vec<ShardGroup> {
 /// What one node was sent in a round, and its answer.
 struct NodeResult {
     node: NodeId,
-    /// Positions in the round's groups of the shards sent, in request
-    /// order, with each one's shard.
+    /// The groups sent (index in the write's groups, and shard), in
+    /// request order.
     spans: Vec<(usize, ShardId)>,
     /// Batch index of each sample of `req`, in request order.
     index_map: Vec<usize>,
@@ -662,6 +684,43 @@ pub struct ReplicatingSink {
     metrics: Arc<WriteMetrics>,
     handoff: Arc<Handoff>,
     metadata_pushes: Arc<Semaphore>,
+    /// Writes sent to each node and not answered yet.
+    in_flight: Arc<Mutex<HashMap<NodeId, usize>>>,
+    max_in_flight_per_peer: usize,
+}
+
+/// Counts one write in flight to a node while it lives.
+struct InFlight {
+    counts: Arc<Mutex<HashMap<NodeId, usize>>>,
+    node: NodeId,
+}
+
+impl InFlight {
+    /// `None` when `node` already has `max` writes in flight.
+    fn acquire(
+        counts: &Arc<Mutex<HashMap<NodeId, usize>>>,
+        node: NodeId,
+        max: usize,
+    ) -> Option<InFlight> {
+        let mut c = counts.lock();
+        let n = c.entry(node).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            counts: Arc::clone(counts),
+            node,
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(n) = self.counts.lock().get_mut(&self.node) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl ReplicatingSink {
@@ -683,7 +742,22 @@ impl ReplicatingSink {
             metrics,
             handoff,
             metadata_pushes: Arc::new(Semaphore::new(MAX_METADATA_PUSHES)),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
+            max_in_flight_per_peer: DEFAULT_MAX_IN_FLIGHT_PER_PEER,
         }
+    }
+
+    /// Sets how many writes to one node may wait for its answer at once;
+    /// writes past that skip the node and hint its samples (default
+    /// [`DEFAULT_MAX_IN_FLIGHT_PER_PEER`]).
+    pub fn with_max_in_flight_per_peer(mut self, max: usize) -> Self {
+        self.max_in_flight_per_peer = max;
+        self
+    }
+
+    /// Writes to `node` waiting for its answer now.
+    pub fn in_flight(&self, node: NodeId) -> usize {
+        self.in_flight.lock().get(&node).copied().unwrap_or(0)
     }
 
     pub fn metrics(&self) -> &Arc<WriteMetrics> {
@@ -795,24 +869,41 @@ impl ReplicatingSink {
         let (tx, mut rx) = mpsc::unbounded_channel::<NodeResult>();
         let mut outstanding = 0usize;
         for (node, gs) in per_node {
-            let mut req = WriteRequest {
-                from_node: self.ctx.node_id,
-                shards: Vec::with_capacity(gs.len()),
-                series: Vec::new(),
-            };
-            let mut spans = Vec::with_capacity(gs.len());
-            let mut index_map = Vec::new();
-            for g in gs {
-                let grp = &groups[g];
-                let epoch = map.assignment(grp.shard).map_or(0, |a| a.epoch);
-                req.shards.push(ShardEpoch {
-                    shard: grp.shard,
-                    epoch,
+            let spans: Vec<(usize, ShardId)> = gs.iter().map(|&g| (g, groups[g].shard)).collect();
+            let index_map: Vec<usize> = gs
+                .iter()
+                .flat_map(|&g| groups[g].batch_idx.iter().copied())
+                .collect();
+            outstanding += 1;
+            let Some(guard) = InFlight::acquire(&self.in_flight, node, self.max_in_flight_per_peer)
+            else {
+                // A peer this far behind is not written to directly: its
+                // samples go to the (bounded) hint queue instead of piling
+                // up in requests waiting for it.
+                let outcome = Err(SendError::Overloaded(self.max_in_flight_per_peer));
+                self.metrics.count_failure(node, &outcome);
+                let _ = tx.send(NodeResult {
+                    node,
+                    spans,
+                    index_map,
+                    outcome,
                 });
-                req.series.extend(grp.series.iter().cloned());
-                spans.push((g, grp.shard));
-                index_map.extend_from_slice(&grp.batch_idx);
-            }
+                continue;
+            };
+            let req = WriteRequest {
+                from_node: self.ctx.node_id,
+                shards: spans
+                    .iter()
+                    .map(|(_, shard)| ShardEpoch {
+                        shard: *shard,
+                        epoch: map.assignment(*shard).map_or(0, |a| a.epoch),
+                    })
+                    .collect(),
+                series: gs
+                    .iter()
+                    .flat_map(|&g| groups[g].series.iter().cloned())
+                    .collect(),
+            };
             let ctx = Arc::clone(&self.ctx);
             let metrics = Arc::clone(&self.metrics);
             let handoff = Arc::clone(&self.handoff);
@@ -821,6 +912,7 @@ impl ReplicatingSink {
             outstanding += 1;
             self.ctx.runtime.spawn(async move {
                 let outcome = send_to(&ctx, &metrics, node, req).await;
+                drop(guard);
                 let res = NodeResult {
                     node,
                     spans,
@@ -1407,6 +1499,64 @@ mod tests {
             assert_eq!(sink.metrics().hints_delivered.get(), b.len() as u64);
             assert_eq!(sink.metrics().hints_dropped.get(), 0);
             assert_eq!(sink.metrics().hints_pending.get(), 0);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_replica_neither_delays_the_ack_nor_holds_unbounded_writes() {
+        bounded(async {
+            let c = TestCluster::start(3, 16, 3).await;
+            // Node 3 now lives at an address that accepts connections and
+            // never answers.
+            let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let hole_addr = hole.local_addr().expect("addr");
+            let accept = tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((conn, _)) = hole.accept().await {
+                    held.push(conn);
+                }
+            });
+            c.meta
+                .add_node(3, hole_addr.to_string())
+                .await
+                .expect("re-address node 3");
+            let sink = Arc::new(
+                ReplicatingSink::new(Arc::clone(c.node(1).ctx())).with_max_in_flight_per_peer(2),
+            );
+            let b = batch();
+            for k in 0..5 {
+                let shifted: Vec<_> = b
+                    .iter()
+                    .map(|(l, t, v)| (l.clone(), t + k * 10_000, *v))
+                    .collect();
+                let started = Instant::now();
+                let out = write(&sink, shifted).await.expect("nodes 1 and 2 answer");
+                assert_eq!(out.appended, b.len());
+                assert!(
+                    started.elapsed() < RPC_TIMEOUT / 4,
+                    "acknowledged without waiting for node 3"
+                );
+            }
+            assert_eq!(sink.in_flight(3), 2, "two writes wait for node 3");
+            assert_eq!(
+                sink.handoff().pending(3),
+                3 * b.len(),
+                "the other three went to its hint queue"
+            );
+            let overloaded = sink
+                .metrics()
+                .rpc_failures
+                .get_or_create(&vec![
+                    ("peer", "3".to_string()),
+                    ("reason", "overloaded".to_string()),
+                ])
+                .get();
+            assert_eq!(overloaded, 3);
+            accept.abort();
             shutdown(c).await;
         })
         .await;
