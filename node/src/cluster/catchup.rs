@@ -187,78 +187,19 @@ pub async fn catch_up_with(
     report.from = newest.saturating_sub(opts.margin_ms.max(0));
 
     let map = wait_for_map(&ctx).await?;
-    let state = ctx.meta.state();
-    let mut plan: Vec<(ShardId, Vec<NodeId>)> = Vec::new();
-    for shard in shards_held(&map, ctx.node_id) {
-        let Some(a) = map.assignment(shard) else {
-            continue;
-        };
-        let sources = peer_candidates(ctx.node_id, &state, a);
-        if !sources.is_empty() {
-            plan.push((shard, sources));
-        }
-    }
-    report.shards = plan.len();
+    let shards: Vec<ShardId> = shards_held(&map, ctx.node_id).into_iter().collect();
     tracing::info!(
-        shards = plan.len(),
+        shards = shards.len(),
         from = report.from,
         "catching up: pulling what this replica missed while it was down"
     );
-
-    let deadline = tokio::time::Instant::now() + opts.max_duration;
-    let metrics = ReadMetrics::default();
-    let op = Arc::new(ReadOp::Select {
-        mint: report.from,
-        maxt: i64::MAX,
-        matchers: vec![all_series()],
-        hints: None,
-    });
-    let mut done = 0usize;
-    for round in plan.chunks(SHARDS_PER_ROUND) {
-        if tokio::time::Instant::now() >= deadline {
-            for (s, _) in round {
-                report
-                    .failed_shards
-                    .insert(*s, "catch-up time limit reached".to_string());
-            }
-            continue;
-        }
-        let round_plan: BTreeMap<ShardId, Vec<NodeId>> = round.iter().cloned().collect();
-        let shards: Vec<ShardId> = round_plan.keys().copied().collect();
-        let out = fan_out(
-            &ctx,
-            &map,
-            round_plan,
-            Arc::clone(&op),
-            &metrics,
-            deadline,
-            opts.request_timeout,
-        )
-        .await;
-        let mut failed = out.missing;
-        let mut pulled: Vec<Vec<Series>> = Vec::new();
-        for a in out.answers {
-            if let Answer::Series(s) = a {
-                pulled.push(s);
-            }
-        }
-        let got = apply_round(&ctx, &map, &shards, report.from, pulled, &mut failed).await?;
-        report.samples_appended += got.appended;
-        report.already_present += got.present;
-        report.too_old += got.too_old;
-        report.rejected_other += got.other;
-        done += shards.len() - failed.len();
-        report.failed_shards.append(&mut failed);
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        tracing::info!(
-            shards_done = done,
-            shards = report.shards,
-            samples_appended = report.samples_appended,
-            already_present = report.already_present,
-            rate = (report.samples_appended as f64 / secs) as u64,
-            "catch-up progress"
-        );
-    }
+    let pulled = pull_shards(&ctx, &map, &shards, report.from, &opts).await?;
+    report.shards = pulled.shards;
+    report.samples_appended = pulled.samples_appended;
+    report.already_present = pulled.already_present;
+    report.too_old = pulled.too_old;
+    report.rejected_other = pulled.rejected_other;
+    report.failed_shards = pulled.failed_shards;
     report.elapsed = started.elapsed();
     if report.too_old > 0 {
         tracing::warn!(
@@ -282,6 +223,95 @@ pub async fn catch_up_with(
             "catch-up incomplete: serving again; these shards keep the gap on this replica"
         );
     }
+    Ok(report)
+}
+
+/// Pulls into this node, for each of `shards` that has an up-to-date
+/// replica other than this node, the samples in `[from, +∞)` it lacks (the
+/// steps 3 and 4 of the module docs), within `opts.max_duration`. It does
+/// not touch `catching_up`: a restarted replica sets it ([`catch_up`]); a
+/// pending replica being filled is not read anyway. Shards without another
+/// replica are skipped (not counted in [`CatchUpReport::shards`]).
+pub async fn pull_shards(
+    ctx: &Arc<ClusterCtx>,
+    map: &ShardMap,
+    shards: &[ShardId],
+    from: i64,
+    opts: &CatchUpOptions,
+) -> Result<CatchUpReport, ClusterError> {
+    let started = Instant::now();
+    let mut report = CatchUpReport {
+        from,
+        ..CatchUpReport::default()
+    };
+    let state = ctx.meta.state();
+    let mut plan: Vec<(ShardId, Vec<NodeId>)> = Vec::new();
+    for &shard in shards {
+        let Some(a) = map.assignment(shard) else {
+            continue;
+        };
+        let sources = peer_candidates(ctx.node_id, &state, a);
+        if !sources.is_empty() {
+            plan.push((shard, sources));
+        }
+    }
+    report.shards = plan.len();
+
+    let deadline = tokio::time::Instant::now() + opts.max_duration;
+    let metrics = ReadMetrics::default();
+    let op = Arc::new(ReadOp::Select {
+        mint: from,
+        maxt: i64::MAX,
+        matchers: vec![all_series()],
+        hints: None,
+    });
+    let mut done = 0usize;
+    for round in plan.chunks(SHARDS_PER_ROUND) {
+        if tokio::time::Instant::now() >= deadline {
+            for (s, _) in round {
+                report
+                    .failed_shards
+                    .insert(*s, "catch-up time limit reached".to_string());
+            }
+            continue;
+        }
+        let round_plan: BTreeMap<ShardId, Vec<NodeId>> = round.iter().cloned().collect();
+        let round_shards: Vec<ShardId> = round_plan.keys().copied().collect();
+        let out = fan_out(
+            ctx,
+            map,
+            round_plan,
+            Arc::clone(&op),
+            &metrics,
+            deadline,
+            opts.request_timeout,
+        )
+        .await;
+        let mut failed = out.missing;
+        let mut pulled: Vec<Vec<Series>> = Vec::new();
+        for a in out.answers {
+            if let Answer::Series(s) = a {
+                pulled.push(s);
+            }
+        }
+        let got = apply_round(ctx, map, &round_shards, from, pulled, &mut failed).await?;
+        report.samples_appended += got.appended;
+        report.already_present += got.present;
+        report.too_old += got.too_old;
+        report.rejected_other += got.other;
+        done += round_shards.len() - failed.len();
+        report.failed_shards.append(&mut failed);
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        tracing::info!(
+            shards_done = done,
+            shards = report.shards,
+            samples_appended = report.samples_appended,
+            already_present = report.already_present,
+            rate = (report.samples_appended as f64 / secs) as u64,
+            "catch-up progress"
+        );
+    }
+    report.elapsed = started.elapsed();
     Ok(report)
 }
 
@@ -445,7 +475,9 @@ mod tests {
     use crate::cluster::read::tests::{
         append_to, bounded, decode, reference, samples, test_series, write_placed, T0,
     };
+    use crate::cluster::shard_of_labels;
     use crate::cluster::testkit::TestCluster;
+    use pharos_meta::MetaClient;
 
     async fn everything(db: &Arc<Db>) -> Vec<Series> {
         let db = Arc::clone(db);
@@ -551,6 +583,51 @@ mod tests {
                 vec![(x, vec![(T0, 1.0), (T0 + 100_000, 2.0), (T0 + 200_000, 4.0)])]
             );
             drop(ctx3);
+            for id in 1..=3 {
+                c.stop(id).await;
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pull_shards_copies_whole_shards_from_their_replicas() {
+        bounded(async {
+            // What a replica being added needs: every sample of its new
+            // shards, from the shards' up-to-date replicas.
+            let c = TestCluster::start(3, 16, 1).await;
+            let batch = samples(&test_series(20), T0, 10, 15_000);
+            write_placed(&c, &batch, &[]).await;
+            let map = c.meta.shard_map().unwrap();
+            let of_node2: Vec<ShardId> = shards_held(&map, 2).into_iter().collect();
+            let ctx1 = Arc::clone(c.node(1).ctx());
+            let opts = CatchUpOptions::default();
+            let r = pull_shards(&ctx1, &map, &of_node2, i64::MIN, &opts)
+                .await
+                .expect("pull");
+            assert_eq!(r.shards, of_node2.len());
+            assert!(r.failed_shards.is_empty());
+            let mine: Vec<_> = batch
+                .iter()
+                .filter(|s| {
+                    let shard = shard_of_labels(&s.0, &map);
+                    of_node2.contains(&shard) || shards_held(&map, 1).contains(&shard)
+                })
+                .cloned()
+                .collect();
+            let from_node2 = mine
+                .iter()
+                .filter(|s| of_node2.contains(&shard_of_labels(&s.0, &map)))
+                .count();
+            assert!(from_node2 > 0);
+            assert_eq!(r.samples_appended, from_node2 as u64);
+            let (_dir, refdb) = reference(&mine).await;
+            assert_eq!(
+                decode(&everything(&ctx1.db).await),
+                decode(&everything(&refdb).await)
+            );
+            drop(ctx1);
+            let mut c = c;
             for id in 1..=3 {
                 c.stop(id).await;
             }
