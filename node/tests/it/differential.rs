@@ -800,6 +800,33 @@ struct Times {
     at: String,
 }
 
+/// One way every query is asked.
+struct Ask {
+    path: &'static str,
+    params: Vec<(&'static str, String)>,
+    instant: bool,
+}
+
+impl Times {
+    fn asks(&self) -> Vec<Ask> {
+        let instants = self.instants.iter().map(|t| Ask {
+            path: "/api/v1/query",
+            params: vec![("time", t.clone())],
+            instant: true,
+        });
+        let ranges = self.ranges.iter().map(|(start, end, step)| Ask {
+            path: "/api/v1/query_range",
+            params: vec![
+                ("start", start.clone()),
+                ("end", end.clone()),
+                ("step", step.to_string()),
+            ],
+            instant: false,
+        });
+        instants.chain(ranges).collect()
+    }
+}
+
 const STEP_MS: i64 = 15_000;
 /// Samples per series: 75 minutes at 15 s.
 const STEPS: i64 = 301;
@@ -1265,7 +1292,8 @@ async fn check_function_table(prom: SocketAddr) {
         // `start()`/`end()` are @-modifier syntax in 2.42 (and experimental
         // functions of Pharos's), never a function.
         let listed = PROMETHEUS_242_FUNCTIONS.contains(&name);
-        if listed == unknown && !(matches!(name, "start" | "end") && !listed) {
+        let at_syntax = matches!(name, "start" | "end");
+        if listed == unknown && (listed || !at_syntax) {
             wrong.push(format!("{name}: listed {listed}, prometheus: {v}"));
         }
     }
@@ -1304,37 +1332,18 @@ async fn prometheus_differential_all_queries() {
     for q in QUERIES {
         let q_prom = q.replace("AT", &times.at);
         let q_pharos = pharos_form(&q_prom);
-        let ordered = is_sorted_query(&q_pharos);
-        let mut asks: Vec<(String, Vec<(&str, &str)>, bool)> = times
-            .instants
-            .iter()
-            .map(|t| {
-                (
-                    "/api/v1/query".to_string(),
-                    vec![("time", t.as_str())],
-                    ordered,
-                )
-            })
-            .collect();
-        for (start, end, step) in &times.ranges {
-            asks.push((
-                "/api/v1/query_range".into(),
-                vec![("start", start), ("end", end), ("step", step)],
-                false,
-            ));
-        }
-        for (path, params, ordered) in asks {
+        let sorted = is_sorted_query(&q_pharos);
+        for ask in times.asks() {
             let with = |query: &str| {
                 let mut p = vec![("query", query)];
-                p.extend(params.iter().copied());
-                format!("{path}?{}", qs(&p))
+                p.extend(ask.params.iter().map(|(k, v)| (*k, v.as_str())));
+                format!("{}?{}", ask.path, qs(&p))
             };
             let a = get(prom.addr, &with(&q_prom)).await;
             let b = get(n.addr, &with(&q_pharos)).await;
             asked += 1;
             let (va, vb) = (a.json(), b.json());
-            let is_instant = path.ends_with("/query");
-            if is_instant && (va["status"] == "error") != ERRORS.contains(q) {
+            if ask.instant && (va["status"] == "error") != ERRORS.contains(q) {
                 failures.push(format!(
                     "{q}: ERRORS is wrong about it: prometheus says {va}"
                 ));
@@ -1349,17 +1358,20 @@ async fn prometheus_differential_all_queries() {
             }
             let known = EXPECTED_DIFFERENCES.iter().find(|(x, _, _)| x == q);
             let result = match known {
-                None => compare(&va, &vb, ordered),
+                None => compare(&va, &vb, ask.instant && sorted),
                 Some((_, kind, why)) => {
-                    let r = check_known(*kind, &va, &vb, ordered);
+                    let r = check_known(*kind, &va, &vb, ask.instant && sorted);
                     if r.is_ok() {
-                        eprintln!("known difference, as expected ({why}): {path} {q_prom}");
+                        eprintln!(
+                            "known difference, as expected ({why}): {} {q_prom}",
+                            ask.path
+                        );
                     }
                     r
                 }
             };
             if let Err(e) = result {
-                failures.push(format!("{path} {q_prom} {params:?}: {e}"));
+                failures.push(format!("{} {q_prom} {:?}: {e}", ask.path, ask.params));
             }
         }
     }
