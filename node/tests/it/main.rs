@@ -10,6 +10,7 @@ mod bench;
 mod cli;
 mod common;
 mod differential;
+mod differential_queries;
 mod grafana;
 mod prometheus;
 mod remote_read;
