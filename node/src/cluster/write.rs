@@ -1563,6 +1563,38 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hints_for_a_shard_that_moved_away_are_discarded() {
+        bounded(async {
+            let mut c = TestCluster::start(3, 16, 3).await;
+            let map = c.meta.shard_map().expect("map");
+            let sink = Arc::new(ReplicatingSink::new(Arc::clone(c.node(1).ctx())));
+            let moved = series_in(&map, 3);
+            let kept = series_in(&map, 11);
+            c.stop(3).await;
+            let b = vec![(moved.clone(), 1_000, 1.0), (kept.clone(), 1_000, 2.0)];
+            write(&sink, b.clone()).await.expect("a majority is up");
+            eventually("node 3's hints", || sink.handoff().pending(3) == 2).await;
+            let a = map.assignment(3).expect("shard 3").clone();
+            c.meta
+                .propose(Command::SetShardReplicas {
+                    shard: 3,
+                    replicas: a.replicas.iter().copied().filter(|n| *n != 3).collect(),
+                    expected_epoch: a.epoch,
+                })
+                .await
+                .expect("move shard 3 off node 3");
+            c.restart(3).await;
+            eventually("delivery", || sink.handoff().pending(3) == 0).await;
+            assert_eq!(sink.metrics().hints_delivered.get(), 1);
+            assert_eq!(sink.metrics().hints_dropped.get(), 1);
+            assert!(samples_on(c.node(3).ctx(), &moved).is_empty());
+            assert_eq!(samples_on(c.node(3).ctx(), &kept), vec![(1_000, 2.0)]);
+            shutdown(c).await;
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_handoff_queue_drops_the_oldest_past_its_bound() {
         bounded(async {
             let mut c = TestCluster::start(3, 16, 3).await;
