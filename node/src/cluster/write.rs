@@ -215,6 +215,7 @@ struct SeriesIn {
 }
 
 /// Applies a peer's write to this node's replicas. See [`apply_request`].
+#[tracing::instrument(skip_all, fields(from = req.from_node, shards = req.shards.len(), series = req.series.len()))]
 pub async fn serve_write(ctx: &Arc<ClusterCtx>, req: WriteRequest) -> Result<WriteReply, Status> {
     apply_request(ctx, &req).await
 }
@@ -814,6 +815,11 @@ impl ReplicatingSink {
             }
             // Some replica has a newer map: let ours catch up, then route
             // the redirected shards again.
+            tracing::debug!(
+                round,
+                shards = next.len(),
+                "write redirected; routing again once the shard map catches up"
+            );
             wait_for_epochs(&self.ctx, &want_epochs, MAP_CATCH_UP).await;
             map = self
                 .ctx
