@@ -1,10 +1,13 @@
 //! Differential test against a real Prometheus 2.42 (issue 4 item 6): the
 //! same synthetic data remote-written into both, every query in [`QUERIES`]
 //! asked of both as instant queries (at three times) and as range queries
-//! (two, with different steps),
-//! and the answers compared by [`compare`]: identical status, error type and
-//! result type, equal label sets, equal timestamps, and values equal within
-//! 1e-9 relative (NaN equals NaN).
+//! (two, with different steps), and the answers compared by [`compare`]:
+//! identical status, error type and result type, equal label sets, equal
+//! timestamps, and values equal within 1e-9 relative (NaN equals NaN).
+//! Instant vectors are compared as sets (2.42 gives them no defined order)
+//! unless the query is a top-level `sort`/`sort_desc`; matrices in order.
+//! Error messages and `warnings`/`infos` are not compared: 2.42 has no
+//! `infos`, and Pharos's annotations follow Prometheus 3.
 //!
 //! [`prometheus_differential_coverage`] needs no Prometheus and always runs:
 //! it parses every query with Pharos's parser and fails if any Prometheus
@@ -569,7 +572,10 @@ fn parse_value(v: &Value) -> Option<f64> {
 
 /// The issue's rule: equal within 1e-9 relative; NaN equals NaN.
 fn close(a: f64, b: f64) -> bool {
-    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    a == b
+        || (a.is_nan() && b.is_nan())
+        // Finite only: an infinite bound would let +Inf equal anything.
+        || (a.is_finite() && b.is_finite() && (a - b).abs() <= 1e-9 * a.abs().max(b.abs()))
 }
 
 /// `[t, "v"]` pairs: equal timestamps, close values (strings: equal).
@@ -878,4 +884,65 @@ async fn prometheus_differential_all_queries() {
     );
     drop(prom);
     n.stop().await;
+}
+
+/// The comparison rule itself: what must pass and what must fail.
+#[test]
+fn prometheus_differential_compare_rule() {
+    let vector = |series: &[(&str, &str)]| -> Value {
+        let result: Vec<Value> = series
+            .iter()
+            .map(|(inst, v)| serde_json::json!({"metric": {"instance": inst}, "value": [10.5, v]}))
+            .collect();
+        serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+    };
+    let a = vector(&[("a", "1"), ("b", "NaN")]);
+    // Equal within 1e-9 relative, NaN equal to NaN, any order.
+    assert!(compare(&a, &vector(&[("b", "NaN"), ("a", "1.0000000005")]), false).is_ok());
+    // But not beyond 1e-9, not another label set, not another order when
+    // the order is the answer, not another result type.
+    assert!(compare(&a, &vector(&[("a", "1.000000002"), ("b", "NaN")]), false).is_err());
+    assert!(compare(&a, &vector(&[("a", "1"), ("c", "NaN")]), false).is_err());
+    assert!(compare(&a, &vector(&[("a", "1")]), false).is_err());
+    assert!(compare(&a, &vector(&[("b", "NaN"), ("a", "1")]), true).is_err());
+    assert!(compare(&a, &vector(&[("a", "+Inf"), ("b", "NaN")]), false).is_err());
+    let scalar = serde_json::json!({"status": "success", "data": {"resultType": "scalar", "result": [10.5, "1"]}});
+    assert!(compare(&scalar, &vector(&[("a", "1")]), false).is_err());
+    // Errors agree when their type does.
+    let err = |t: &str| serde_json::json!({"status": "error", "errorType": t, "error": "x"});
+    assert!(compare(&err("bad_data"), &err("bad_data"), false).is_ok());
+    assert!(compare(&err("bad_data"), &err("execution"), false).is_err());
+    assert!(compare(&err("bad_data"), &a, false).is_err());
+    // Matrices: same points, same series order.
+    let matrix = |series: &[(&str, &[(f64, &str)])]| -> Value {
+        let result: Vec<Value> = series
+            .iter()
+            .map(|(inst, pts)| {
+                let values: Vec<Value> =
+                    pts.iter().map(|(t, v)| serde_json::json!([t, v])).collect();
+                serde_json::json!({"metric": {"instance": inst}, "values": values})
+            })
+            .collect();
+        serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": result}})
+    };
+    let m = matrix(&[("a", &[(1.0, "1"), (2.0, "2")]), ("b", &[(1.0, "3")])]);
+    assert!(compare(&m, &m.clone(), false).is_ok());
+    assert!(compare(
+        &m,
+        &matrix(&[("b", &[(1.0, "3")]), ("a", &[(1.0, "1"), (2.0, "2")])]),
+        false
+    )
+    .is_err());
+    assert!(compare(
+        &m,
+        &matrix(&[("a", &[(1.0, "1"), (3.0, "2")]), ("b", &[(1.0, "3")])]),
+        false
+    )
+    .is_err());
+    assert!(compare(
+        &m,
+        &matrix(&[("a", &[(1.0, "1")]), ("b", &[(1.0, "3")])]),
+        false
+    )
+    .is_err());
 }
