@@ -45,7 +45,8 @@ impl RejectReason {
         }
     }
 
-    fn of(e: &StorageError) -> RejectReason {
+    /// The refusal reason of a storage error.
+    pub fn of(e: &StorageError) -> RejectReason {
         match e {
             StorageError::OutOfOrderSample { .. } => RejectReason::OutOfOrder,
             StorageError::TooOldSample { .. } => RejectReason::TooOld,

@@ -445,24 +445,11 @@ fn append(
             .into_iter()
             .map(|r| Rejected {
                 index: r.index,
-                reason: reason_of(&r.error),
+                reason: RejectReason::of(&r.error),
                 message: r.error.to_string(),
             })
             .collect(),
     })
-}
-
-/// The refusal reason of a storage error, for the start-timestamp path that
-/// [`LocalSink`] does not cover (its own classifier is private to
-/// `crate::sink`).
-fn reason_of(e: &StorageError) -> RejectReason {
-    match e {
-        StorageError::OutOfOrderSample { .. } => RejectReason::OutOfOrder,
-        StorageError::TooOldSample { .. } => RejectReason::TooOld,
-        StorageError::DuplicateSample { .. } => RejectReason::Duplicate,
-        StorageError::Label(_) => RejectReason::InvalidLabels,
-        _ => RejectReason::Other,
-    }
 }
 
 /// Records metric metadata a peer received.
