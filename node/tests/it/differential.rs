@@ -512,6 +512,38 @@ fn data(base: i64) -> Vec<pharos_proto::prometheus::TimeSeries> {
             ));
         }
     }
+    // Scrape-like jitter: timestamps up to ±2 s off the grid (their
+    // millisecond part is always .373, so no window or subquery boundary,
+    // all at .000, .250, .500 or .750, can fall on one), a missed scrape now
+    // and then, and a 10 minute outage shared by both instances.
+    for (i, inst) in ["j1", "j2"].iter().enumerate() {
+        let i = i as i64;
+        let jitter = |k: i64| ((k * 7919 + i * 31) % 5) * 1000 - 2000 + 123;
+        let kept = |k: i64| (k + i) % 17 != 0 && !(140..180).contains(&k);
+        let mut counter = 5_000.0 + 1_000.0 * i as f64;
+        let mut counts = Vec::new();
+        let mut gauge = Vec::new();
+        for k in 0..STEPS {
+            counter += ((k * 13 + i) % 7) as f64 + 0.5;
+            if k == 230 + i * 7 {
+                counter = 100.0 + i as f64;
+            }
+            if kept(k) {
+                let ts = t(k) + jitter(k);
+                counts.push((ts, counter));
+                gauge.push((
+                    ts,
+                    50.0 * (k as f64 / 11.0 + i as f64).sin() + k as f64 / 10.0,
+                ));
+            }
+        }
+        for (name, samples) in [("jitter_requests_total", counts), ("jitter_gauge", gauge)] {
+            out.push(series(
+                &[("__name__", name), ("instance", inst), ("job", "jitter")],
+                &samples,
+            ));
+        }
+    }
     // Batch jobs: x stops with a staleness marker, y stops without one (it
     // fades after the 5 m lookback), z starts late.
     let stale = f64::from_bits(0x7ff0_0000_0000_0002);
