@@ -78,8 +78,10 @@ use super::{shard_of_labels, ClusterCtx, ClusterError};
 /// missed (ms).
 pub const DEFAULT_MARGIN_MS: i64 = 5 * 60 * 1000;
 
-/// Shards pulled per round (bounds the memory of one round).
-pub const SHARDS_PER_ROUND: usize = 16;
+/// Default shards pulled per round: bounds the memory of one round (a
+/// quarter of the recent data with the default 256 shards), while each
+/// round costs one full index scan on the sources and here.
+pub const SHARDS_PER_ROUND: usize = 64;
 
 /// Samples per append batch.
 const APPEND_BATCH: usize = 10_000;
@@ -98,6 +100,8 @@ pub struct CatchUpOptions {
     /// A source that has not answered a pull within this long is given up
     /// on, and its shards are pulled from their next replica.
     pub request_timeout: Duration,
+    /// See [`SHARDS_PER_ROUND`].
+    pub shards_per_round: usize,
 }
 
 impl Default for CatchUpOptions {
@@ -106,6 +110,7 @@ impl Default for CatchUpOptions {
             margin_ms: DEFAULT_MARGIN_MS,
             max_duration: Duration::from_secs(10 * 60),
             request_timeout: Duration::from_secs(120),
+            shards_per_round: SHARDS_PER_ROUND,
         }
     }
 }
@@ -266,7 +271,7 @@ pub async fn pull_shards(
         hints: None,
     });
     let mut done = 0usize;
-    for round in plan.chunks(SHARDS_PER_ROUND) {
+    for round in plan.chunks(opts.shards_per_round.max(1)) {
         if tokio::time::Instant::now() >= deadline {
             for (s, _) in round {
                 report
@@ -517,7 +522,14 @@ mod tests {
             c.stop(1).await;
 
             let ctx3 = Arc::clone(c.node(3).ctx());
-            let report = catch_up(Arc::clone(&ctx3)).await.expect("catch up");
+            // Several rounds of 5 shards.
+            let opts = CatchUpOptions {
+                shards_per_round: 5,
+                ..CatchUpOptions::default()
+            };
+            let report = catch_up_with(Arc::clone(&ctx3), opts)
+                .await
+                .expect("catch up");
             assert!(report.restarted);
             assert_eq!(report.from, T0 + 285_000 - DEFAULT_MARGIN_MS);
             assert_eq!(report.shards, 16);

@@ -507,6 +507,7 @@ pub async fn serve_select(
 
 /// Label names of this node's series matching the request (the shard
 /// filter is ignored, see the module docs).
+#[tracing::instrument(skip_all, fields(mint = req.mint, maxt = req.maxt))]
 pub async fn serve_label_names(
     ctx: &Arc<ClusterCtx>,
     req: LabelsRequest,
@@ -523,6 +524,7 @@ pub async fn serve_label_names(
 
 /// Values of label `req.name` on this node's series matching the request
 /// (the shard filter is ignored, see the module docs).
+#[tracing::instrument(skip_all, fields(name = %req.name, mint = req.mint, maxt = req.maxt))]
 pub async fn serve_label_values(
     ctx: &Arc<ClusterCtx>,
     req: LabelsRequest,
@@ -542,6 +544,7 @@ pub async fn serve_label_values(
 
 /// Deletes (tombstones) the matching samples on this node; answers the
 /// number of series touched (head series plus block series).
+#[tracing::instrument(skip_all, fields(mint = req.mint, maxt = req.maxt))]
 pub async fn serve_delete(
     ctx: &Arc<ClusterCtx>,
     req: DeleteRequest,
