@@ -265,20 +265,27 @@ fn prometheus_differential_coverage() {
     }
 }
 
-/// Evaluation times. The data sits on a 15 s grid offset by 7.25 s from
-/// multiples of 15 s, and every evaluation time (and every subquery step,
-/// which Prometheus aligns to absolute multiples of the step) is off that
-/// grid: at a grid point, Prometheus 2.42's closed range and lookback windows
-/// `[t-r, t]` and Prometheus 3's left-open `(t-r, t]` (which Pharos follows)
-/// would see a different first sample.
+/// Evaluation times. At a time where a window's start falls exactly on a
+/// sample (or on a subquery point), Prometheus 2.42's closed range and
+/// lookback windows `[t-r, t]` and Prometheus 3's left-open `(t-r, t]`
+/// (which Pharos follows) see a different first sample; so no window start
+/// may ever fall on one. Milliseconds after the whole second tell them
+/// apart: samples sit at .250 (the 15 s grid offset by 7.25 s from absolute
+/// multiples of 15 s) or, jittered, at .373; subquery points, which
+/// Prometheus aligns to absolute multiples of their whole-second step, at
+/// .000; every evaluation time, and so every window start (ranges and
+/// offsets are whole seconds), at .500; `AT` at .750. Range steps are whole
+/// seconds to keep it so. [`check_window_boundary`] shows the difference
+/// this avoids.
 struct Times {
     /// First sample, milliseconds.
     base: i64,
     /// Instant query times, seconds with decimals.
     instants: [String; 3],
     /// Range queries as (start, end, step): the whole data and more at a
-    /// 30 s step, and its later part at 22.5 s (not a multiple of the
-    /// sample interval, still off the grid at every step).
+    /// 30 s step, and its later part at 37 s (not a multiple of the sample
+    /// interval). Whole seconds: a step of 22.5 s would put every other
+    /// evaluation time on a .000, where subquery points are.
     ranges: [(String, String, &'static str); 2],
     /// Replaces `AT` in the queries.
     at: String,
@@ -297,8 +304,7 @@ impl Times {
         let grid = now_ms / STEP_MS * STEP_MS;
         let base = grid - STEPS * STEP_MS + 7_250;
         let last = base + (STEPS - 1) * STEP_MS;
-        // `off` is 5.25 s past a sample: off the grid for every range that
-        // is a whole number of 15 s (and for the 1 s-aligned subquery steps).
+        // `off`: 5.25 s past a sample, so at .500.
         let secs = |ms: i64| format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000));
         let off = |ms: i64| secs(ms + 5_250);
         Times {
@@ -310,7 +316,7 @@ impl Times {
             ],
             ranges: [
                 (off(base - 5 * STEP_MS), off(last - STEP_MS), "30"),
-                (off(base + 100 * STEP_MS), off(last - STEP_MS), "22.5"),
+                (off(base + 100 * STEP_MS), off(last - STEP_MS), "37"),
             ],
             at: secs(base + 200 * STEP_MS + 3_500),
         }
@@ -513,9 +519,9 @@ fn data(base: i64) -> Vec<pharos_proto::prometheus::TimeSeries> {
         }
     }
     // Scrape-like jitter: timestamps up to ±2 s off the grid (their
-    // millisecond part is always .373, so no window or subquery boundary,
-    // all at .000, .250, .500 or .750, can fall on one), a missed scrape now
-    // and then, and a 10 minute outage shared by both instances.
+    // millisecond part is always .373, so no window start, at .000, .500 or
+    // .750, can fall on one; see `Times`), a missed scrape now and then, and
+    // a 10 minute outage shared by both instances.
     for (i, inst) in ["j1", "j2"].iter().enumerate() {
         let i = i as i64;
         let jitter = |k: i64| ((k * 7919 + i * 31) % 5) * 1000 - 2000 + 123;
@@ -903,6 +909,9 @@ async fn prometheus_differential_all_queries() {
             ));
         }
     }
+    if let Err(e) = check_window_boundary(prom.addr, n.addr, &times).await {
+        failures.push(e);
+    }
     assert!(
         failures.is_empty(),
         "{} of {asked} answers differ from prometheus 2.42:\n{}",
@@ -916,6 +925,46 @@ async fn prometheus_differential_all_queries() {
     );
     drop(prom);
     n.stop().await;
+}
+
+/// The one difference every other query is kept away from, shown exactly:
+/// at an evaluation time on the sample grid, 2.42's closed window
+/// `[t-1m, t]` holds one sample more (the one at `t-1m`) than Prometheus 3's
+/// left-open `(t-1m, t]`, which Pharos follows.
+async fn check_window_boundary(
+    prom: SocketAddr,
+    pharos: SocketAddr,
+    times: &Times,
+) -> Result<(), String> {
+    let t = times.base + 200 * STEP_MS;
+    let path = format!(
+        "/api/v1/query?{}",
+        qs(&[
+            ("query", "count_over_time(http_requests_total[1m])"),
+            ("time", &format!("{}.{:03}", t / 1000, t % 1000)),
+        ])
+    );
+    let counts = |v: Value| -> BTreeMap<String, Option<f64>> {
+        v["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| (label_key(&s["metric"]), parse_value(&s["value"][1])))
+            .collect()
+    };
+    let a = counts(get(prom, &path).await.json());
+    let b = counts(get(pharos, &path).await.json());
+    let want: BTreeMap<_, _> = a
+        .iter()
+        .map(|(k, v)| (k.clone(), v.map(|x| x - 1.0)))
+        .collect();
+    if a.len() == 10 && a.values().all(|v| *v == Some(5.0)) && b == want {
+        Ok(())
+    } else {
+        Err(format!(
+            "window boundary at {t} ms: prometheus {a:?}, pharos {b:?}"
+        ))
+    }
 }
 
 /// The comparison rule itself: what must pass and what must fail.
