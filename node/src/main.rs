@@ -134,6 +134,22 @@ struct ServerArgs {
     #[arg(long = "web.external-url", value_name = "URL")]
     external_url: Option<String>,
 
+    /// A pending alert keeps at least this much of its `for` wait after a
+    /// restart or leader change [default: pharos.rules.for_grace_period,
+    /// else 10m].
+    #[arg(long = "rules.alert.for-grace-period", value_name = "DURATION", value_parser = parse_retention)]
+    for_grace_period: Option<PromDuration>,
+
+    /// Alert state older than this is not restored [default:
+    /// pharos.rules.for_outage_tolerance, else 1h].
+    #[arg(long = "rules.alert.for-outage-tolerance", value_name = "DURATION", value_parser = parse_retention)]
+    for_outage_tolerance: Option<PromDuration>,
+
+    /// How often firing alerts are re-sent to Alertmanager [default:
+    /// pharos.rules.resend_delay, else 1m].
+    #[arg(long = "rules.alert.resend-delay", value_name = "DURATION", value_parser = parse_retention)]
+    resend_delay: Option<PromDuration>,
+
     /// Run as node ID of a cluster (a positive integer, unique and stable
     /// across restarts) [default: pharos.cluster.node_id; unset: a single
     /// node].
@@ -306,6 +322,19 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(u) = &args.external_url {
         config.pharos.web.external_url = Some(u.clone());
     }
+    let r = &mut config.pharos.rules;
+    if let Some(d) = args.for_grace_period {
+        r.for_grace_period = d;
+    }
+    if let Some(d) = args.for_outage_tolerance {
+        r.for_outage_tolerance = d;
+    }
+    if let Some(d) = args.resend_delay {
+        if d.as_millis() == 0 {
+            anyhow::bail!("--rules.alert.resend-delay must be positive");
+        }
+        r.resend_delay = d;
+    }
     let c = &mut config.pharos.cluster;
     if let Some(id) = args.node_id {
         c.node_id = Some(id);
@@ -358,6 +387,18 @@ fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     flags.insert(
         "web.external-url".into(),
         p.web.external_url.clone().unwrap_or_default(),
+    );
+    flags.insert(
+        "rules.alert.for-grace-period".into(),
+        p.rules.for_grace_period.to_string(),
+    );
+    flags.insert(
+        "rules.alert.for-outage-tolerance".into(),
+        p.rules.for_outage_tolerance.to_string(),
+    );
+    flags.insert(
+        "rules.alert.resend-delay".into(),
+        p.rules.resend_delay.to_string(),
     );
     let c = &p.cluster;
     flags.insert(

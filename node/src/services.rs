@@ -114,6 +114,7 @@ impl SampleSink for RuleSink {
 struct RuleOptions {
     interval_ms: i64,
     external_labels: Labels,
+    alert: crate::config::RuleSettings,
 }
 
 /// The rule manager with the notifier it sends to.
@@ -171,6 +172,7 @@ fn rule_options(cfg: &Config) -> RuleOptions {
             .filter(|&ms| ms > 0)
             .unwrap_or(DEFAULT_EVALUATION_INTERVAL_MS),
         external_labels: labels_of(cfg),
+        alert: cfg.pharos.rules.clone(),
     }
 }
 
@@ -287,6 +289,9 @@ impl Services {
                 external_labels: opts.external_labels.clone(),
                 external_url: external_url.to_string(),
                 engine: Engine::new(engine_options.clone()),
+                for_grace_period_ms: opts.alert.for_grace_period.as_millis() as i64,
+                outage_tolerance_ms: opts.alert.for_outage_tolerance.as_millis() as i64,
+                resend_delay_ms: opts.alert.resend_delay.as_millis() as i64,
                 ..ManagerOptions::default()
             },
             Arc::clone(queryable),

@@ -304,6 +304,7 @@ pub struct PharosConfig {
     pub wal: WalSettings,
     pub tsdb: TsdbSettings,
     pub query: QuerySettings,
+    pub rules: RuleSettings,
     /// Cluster membership; off unless `cluster.node_id` is set.
     pub cluster: cluster::ClusterConfig,
 }
@@ -318,6 +319,7 @@ impl Default for PharosConfig {
             wal: WalSettings::default(),
             tsdb: TsdbSettings::default(),
             query: QuerySettings::default(),
+            rules: RuleSettings::default(),
             cluster: cluster::ClusterConfig::default(),
         }
     }
@@ -484,6 +486,34 @@ impl Default for QuerySettings {
     }
 }
 
+/// Alert state across restarts and leader changes, and resends; the
+/// defaults and flags are Prometheus's (`--rules.alert.*`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSettings {
+    /// After a restart or a leader change, a pending alert keeps at least
+    /// this much of its `for` wait; rules whose `for` is shorter are not
+    /// restored from `ALERTS_FOR_STATE` (flag
+    /// `--rules.alert.for-grace-period`). Default 10m.
+    pub for_grace_period: PromDuration,
+    /// Only `ALERTS_FOR_STATE` this recent is restored (flag
+    /// `--rules.alert.for-outage-tolerance`). Default 1h.
+    pub for_outage_tolerance: PromDuration,
+    /// Firing alerts are re-sent to Alertmanager this often (flag
+    /// `--rules.alert.resend-delay`). Default 1m.
+    pub resend_delay: PromDuration,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        RuleSettings {
+            for_grace_period: PromDuration::from_secs(600),
+            for_outage_tolerance: PromDuration::from_secs(3600),
+            resend_delay: PromDuration::from_secs(60),
+        }
+    }
+}
+
 /// Turns a serde_yaml error (with the path from serde_path_to_error) into
 /// a [`ConfigError::Invalid`] naming file, line, column and field.
 pub(crate) fn yaml_error(
@@ -591,6 +621,11 @@ impl Config {
         }
         if p.query.timeout.as_millis() == 0 {
             return Err(semantic("pharos.query.timeout must be positive".into()));
+        }
+        if p.rules.resend_delay.as_millis() == 0 {
+            return Err(semantic(
+                "pharos.rules.resend_delay must be positive".into(),
+            ));
         }
         p.cluster.validate(path)?;
         Ok(())

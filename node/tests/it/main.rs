@@ -8,6 +8,7 @@
 mod api;
 mod bench;
 mod cli;
+mod cluster;
 mod common;
 mod differential;
 mod differential_queries;
