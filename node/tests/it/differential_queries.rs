@@ -508,8 +508,9 @@ pub(crate) enum Known {
     EmptyInPharos,
 }
 
-/// Queries where Pharos answers unlike Prometheus 2.42 on purpose (it
-/// follows a later Prometheus that fixed or extended 2.42), how, and why.
+/// Queries where Pharos answers unlike Prometheus 2.42 on purpose, how, and
+/// why: it follows a later Prometheus that fixed or extended 2.42, or 2.42's
+/// answer is not a defined one.
 pub(crate) const EXPECTED_DIFFERENCES: &[(&str, Known, &str)] = &[
     (
         "cpu_ratio atan2 0.5",
