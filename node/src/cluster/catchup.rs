@@ -14,8 +14,10 @@
 //!
 //! 1. It replays its own WAL on open (`Db::open`): everything it had
 //!    acknowledged before the crash is back (per its fsync policy).
-//! 2. If its storage holds data (a restart; a fresh node has nothing to
-//!    catch up and skips all this), [`begin`] sets `catching_up`. From then
+//! 2. If its storage came back with data (a restart; a fresh node has
+//!    nothing to catch up and skips all this), [`begin`] — called before
+//!    the node serves anything — records the newest sample time (the
+//!    [`RestartPoint`]) and sets `catching_up`. From then
 //!    on the node refuses `Select` and label RPCs with `UNAVAILABLE` (peers
 //!    fail over to another replica) and its own fan-out does not read its
 //!    local data. It still accepts replicated writes, so nothing written
@@ -157,39 +159,71 @@ fn newest_local_time(db: &Db) -> Option<i64> {
     (newest != i64::MIN).then_some(newest)
 }
 
-/// Sets `catching_up` if this node holds data (a restart) and returns
-/// whether it did. Call it before the node serves reads, then
-/// [`catch_up`]; [`catch_up`] calls it itself.
-pub fn begin(ctx: &ClusterCtx) -> bool {
-    let restarted = newest_local_time(&ctx.db).is_some();
-    if restarted {
-        ctx.catching_up.store(true, Ordering::Release);
-    }
-    restarted
+/// Where a restarted node's catch-up starts looking: the newest sample it
+/// held when it came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPoint {
+    pub newest: i64,
 }
 
-/// Pulls what this node missed while it was down; see the module docs.
+/// Whether this node's storage came back with data on open (WAL samples
+/// replayed or blocks loaded): a restart, as opposed to a fresh node that
+/// may already have received writes.
+fn restarted(db: &Db) -> bool {
+    let r = db.open_report();
+    r.samples_applied > 0 || r.blocks > 0
+}
+
+/// On a restarted node, sets `catching_up` and returns the restart point;
+/// `None` (and nothing set) on a fresh node. Call it right after opening
+/// storage, before the node serves writes or reads: writes arriving
+/// earlier would move the restart point past the gap. Then run
+/// [`catch_up_from`] with the point.
+pub fn begin(ctx: &ClusterCtx) -> Option<RestartPoint> {
+    if !restarted(&ctx.db) {
+        return None;
+    }
+    let newest = newest_local_time(&ctx.db)?;
+    ctx.catching_up.store(true, Ordering::Release);
+    Some(RestartPoint { newest })
+}
+
+/// [`begin`] then [`catch_up_from`], both now, with default settings. On
+/// a node that already accepts writes, prefer calling [`begin`] before it
+/// does (see there).
 pub async fn catch_up(ctx: Arc<ClusterCtx>) -> Result<CatchUpReport, ClusterError> {
     catch_up_with(ctx, CatchUpOptions::default()).await
 }
 
 /// [`catch_up`] with explicit settings.
-#[tracing::instrument(skip_all, fields(node = ctx.node_id))]
 pub async fn catch_up_with(
     ctx: Arc<ClusterCtx>,
     opts: CatchUpOptions,
 ) -> Result<CatchUpReport, ClusterError> {
+    match begin(&ctx) {
+        Some(point) => catch_up_from(ctx, point, opts).await,
+        None => {
+            tracing::info!(node = ctx.node_id, "fresh node: nothing to catch up");
+            Ok(CatchUpReport::default())
+        }
+    }
+}
+
+/// Pulls what this node missed while it was down, from `point.newest`
+/// minus the margin on; see the module docs. `catching_up` is set for the
+/// duration and cleared at the end, however it ends.
+#[tracing::instrument(skip_all, fields(node = ctx.node_id))]
+pub async fn catch_up_from(
+    ctx: Arc<ClusterCtx>,
+    point: RestartPoint,
+    opts: CatchUpOptions,
+) -> Result<CatchUpReport, ClusterError> {
     let started = Instant::now();
     let mut report = CatchUpReport::default();
-    let Some(newest) = newest_local_time(&ctx.db) else {
-        ctx.catching_up.store(false, Ordering::Release);
-        tracing::info!("fresh node: nothing to catch up");
-        return Ok(report);
-    };
     ctx.catching_up.store(true, Ordering::Release);
     let _flag = Flag(&ctx);
     report.restarted = true;
-    report.from = newest.saturating_sub(opts.margin_ms.max(0));
+    report.from = point.newest.saturating_sub(opts.margin_ms.max(0));
 
     let map = wait_for_map(&ctx).await?;
     let shards: Vec<ShardId> = shards_held(&map, ctx.node_id).into_iter().collect();
@@ -652,17 +686,30 @@ mod tests {
         bounded(async {
             let mut c = TestCluster::start(2, 16, 2).await;
             let ctx = Arc::clone(c.node(1).ctx());
-            assert!(!begin(&ctx));
+            assert_eq!(begin(&ctx), None);
             let report = catch_up(Arc::clone(&ctx)).await.expect("catch up");
             assert!(!report.restarted);
             assert_eq!(report.shards, 0);
             assert!(!ctx.catching_up.load(Ordering::Acquire));
-            // With data, `begin` marks the node as catching up.
+            // Writes before the catch-up do not make it a restart.
             append_to(&ctx.db, samples(&test_series(1), T0, 1, 1)).await;
-            assert!(begin(&ctx));
+            assert_eq!(begin(&ctx), None);
+            assert!(!catch_up(Arc::clone(&ctx)).await.unwrap().restarted);
+            // After a restart, `begin` marks the node as catching up and
+            // keeps the newest sample from before any new write.
+            drop(ctx);
+            c.stop(1).await;
+            c.restart(1).await;
+            let ctx = Arc::clone(c.node(1).ctx());
+            let point = begin(&ctx).expect("a restart");
+            assert_eq!(point.newest, T0);
             assert!(ctx.catching_up.load(Ordering::Acquire));
-            let report = catch_up(Arc::clone(&ctx)).await.expect("catch up");
+            append_to(&ctx.db, samples(&test_series(1), T0 + 3_600_000, 1, 1)).await;
+            let report = catch_up_from(Arc::clone(&ctx), point, CatchUpOptions::default())
+                .await
+                .expect("catch up");
             assert!(report.restarted);
+            assert_eq!(report.from, T0 - DEFAULT_MARGIN_MS);
             assert!(!ctx.catching_up.load(Ordering::Acquire));
             drop(ctx);
             c.stop(1).await;
