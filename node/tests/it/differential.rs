@@ -550,6 +550,12 @@ fn data(base: i64) -> Vec<pharos_proto::prometheus::TimeSeries> {
             ));
         }
     }
+    // A counter that starts near zero, for `check_rate_zero_point` only (no
+    // query in the list selects it).
+    out.push(series(
+        &[("__name__", "fresh_counter_total"), ("job", "fresh")],
+        &grid(&|k| 10.0 * (k + 1) as f64),
+    ));
     // Batch jobs: x stops with a staleness marker, y stops without one (it
     // fades after the 5 m lookback), z starts late.
     let stale = f64::from_bits(0x7ff0_0000_0000_0002);
@@ -909,8 +915,13 @@ async fn prometheus_differential_all_queries() {
             ));
         }
     }
-    if let Err(e) = check_window_boundary(prom.addr, n.addr, &times).await {
-        failures.push(e);
+    for check in [
+        check_window_boundary(prom.addr, n.addr, &times).await,
+        check_rate_zero_point(prom.addr, n.addr, &times).await,
+    ] {
+        if let Err(e) = check {
+            failures.push(e);
+        }
     }
     assert!(
         failures.is_empty(),
@@ -964,6 +975,41 @@ async fn check_window_boundary(
         Err(format!(
             "window boundary at {t} ms: prometheus {a:?}, pharos {b:?}"
         ))
+    }
+}
+
+/// The other difference the data is kept away from (counters in the list
+/// start far from zero), shown exactly. A counter starting inside the window
+/// at 10 and growing 10 per 15 s: 13 samples in `(t-5m, t]`, the first
+/// 114.75 s after the window start, the last 5.25 s before its end; the
+/// counter would have been zero 15 s before its first sample. 2.42 caps the
+/// distance to extrapolate at the start to that 15 s and then, as it is
+/// below 1.1 times the 15 s interval, extrapolates all of it: increase =
+/// 120 * (180 + 15 + 5.25) / 180. Prometheus 3 (Pharos) first decides the
+/// gap is too long and takes half an interval, 7.5 s, then caps it at 15 s:
+/// 120 * (180 + 7.5 + 5.25) / 180.
+async fn check_rate_zero_point(
+    prom: SocketAddr,
+    pharos: SocketAddr,
+    times: &Times,
+) -> Result<(), String> {
+    let path = format!(
+        "/api/v1/query?{}",
+        qs(&[
+            ("query", "increase(fresh_counter_total[5m])"),
+            ("time", &times.instants[2]),
+        ])
+    );
+    let value = |v: Value| parse_value(&v["data"]["result"][0]["value"][1]);
+    let a = value(get(prom, &path).await.json());
+    let b = value(get(pharos, &path).await.json());
+    let want_242 = 120.0 * (180.0 + 15.0 + 5.25) / 180.0;
+    let want_3 = 120.0 * (180.0 + 7.5 + 5.25) / 180.0;
+    match (a, b) {
+        (Some(a), Some(b)) if close(a, want_242) && close(b, want_3) => Ok(()),
+        _ => Err(format!(
+            "rate zero point: prometheus {a:?} (want {want_242}), pharos {b:?} (want {want_3})"
+        )),
     }
 }
 
