@@ -16,9 +16,11 @@
 //! asks Prometheus itself which names it knows, so the fixed function list
 //! cannot drift from 2.42's table.
 //!
-//! Pharos follows Prometheus 3 where 2.42 differs; the data and evaluation
-//! times are chosen so that those differences cannot show (see
-//! [`Times`] and [`data`]), and the remaining ones are handled explicitly:
+//! Pharos follows Prometheus 3 where 2.42 differs. Two such differences are
+//! in the arithmetic of every range function, so the data and evaluation
+//! times keep every listed query away from them (see [`Times`] and
+//! [`data`]) and [`check_window_boundary`] and [`check_rate_zero_point`]
+//! show each exactly, once. The others are handled per query:
 //! [`pharos_form`] (renamed functions) and [`EXPECTED_DIFFERENCES`].
 
 use std::collections::{BTreeMap, BTreeSet};
