@@ -1,10 +1,12 @@
 //! Catch-up of a restarted replica: how a node that was down gets the
 //! samples written to its shards while it was away.
 //!
-//! Owns: [`catch_up`] (run once at start in cluster mode) and the
-//! [`ClusterCtx::catching_up`] flag's lifetime. Must not: change the shard
-//! map, or read or write any replica but this node's own (it only *reads*
-//! peers, through the fan-out's `Select`).
+//! Owns: [`begin`] / [`catch_up_from`] (run once at start in cluster
+//! mode; [`catch_up`] does both), the [`ClusterCtx::catching_up`] flag's
+//! lifetime, and [`pull_shards`] (filling this node's replicas of some
+//! shards from their other replicas, also usable for a replica being
+//! added). Must not: change the shard map, or write any replica but this
+//! node's own (it only *reads* peers, through the fan-out's `Select`).
 //!
 //! # Design
 //!
@@ -17,11 +19,11 @@
 //! 2. If its storage came back with data (a restart; a fresh node has
 //!    nothing to catch up and skips all this), [`begin`] — called before
 //!    the node serves anything — records the newest sample time (the
-//!    [`RestartPoint`]) and sets `catching_up`. From then
-//!    on the node refuses `Select` and label RPCs with `UNAVAILABLE` (peers
-//!    fail over to another replica) and its own fan-out does not read its
-//!    local data. It still accepts replicated writes, so nothing written
-//!    from now on is missed.
+//!    [`RestartPoint`]) and sets `catching_up`. From then on the node
+//!    refuses `Select` and label RPCs with `UNAVAILABLE` (peers fail over
+//!    to another replica) and its own fan-out does not read its local
+//!    data. It still accepts replicated writes, so nothing written from
+//!    now on is missed.
 //! 3. For each shard it holds as an up-to-date replica with at least one
 //!    other up-to-date replica, it pulls through the fan-out's `Select` (one
 //!    request per source node per round of [`SHARDS_PER_ROUND`] shards, with
@@ -49,9 +51,10 @@
 //!   written while it was down are accepted after the live writes that
 //!   arrive during the catch-up), is refused by the head: it is counted in
 //!   [`CatchUpReport::too_old`] and logged, and that replica does not get
-//!   it. Queries still return it from the other replicas (the fan-out reads
-//!   one up-to-date replica per shard and the missing sample is only a
-//!   problem if every other replica is lost too).
+//!   it. The other replicas keep it, but a read answered by this replica
+//!   (this node's own queries prefer local data) misses it. With the
+//!   default one-hour window this concerns downtimes of about an hour or
+//!   more.
 //! - Samples older than `newest − margin` that the node missed (e.g. a
 //!   sample for an old timestamp written while it was down) are not looked
 //!   for.
@@ -59,6 +62,10 @@
 //!   source: nothing is pulled for them.
 //! - A sample whose timestamp this node holds with another value keeps the
 //!   local value (counted as already present).
+//! - A node that had no data when it went down is "fresh" on restart and
+//!   pulls nothing; one whose restart point was taken after it started
+//!   accepting writes ([`catch_up`] called late) starts looking too late
+//!   and may keep a gap.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
