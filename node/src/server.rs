@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::cluster::member::{Member, StartError};
-use crate::cluster::{catchup, read, write};
+use crate::cluster::{read, write};
 use crate::config::web::{TlsServerConfig, WebConfig};
 use crate::config::{Config, ConfigError, FsyncMode};
 use crate::http::auth::BasicAuth;
@@ -429,17 +429,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
             Arc::clone(&h.meta),
             state.services.scrape.clone(),
         ));
-        // Ready once the cluster has formed; a restarted replica then
-        // catches up in the background (it refuses reads meanwhile).
+        // Ready once the cluster has formed (a restarted replica catches
+        // up meanwhile, refusing reads: see the member).
         let st = Arc::clone(&state);
         m.own(tokio::spawn(async move {
             h.wait_for_shard_map().await;
             st.ready.store(true, Ordering::Release);
             tracing::info!(node = h.node_id, "cluster formed: node ready");
-            match catchup::catch_up(Arc::clone(&h.ctx)).await {
-                Ok(report) => tracing::info!(node = h.node_id, ?report, "catch-up finished"),
-                Err(e) => tracing::warn!(node = h.node_id, error = %e, "catch-up failed"),
-            }
         }));
     }
 

@@ -16,6 +16,11 @@
 //! `expect_nodes` nodes are members, the leader creates the shard map
 //! (`InitShards`, refused harmlessly if another node already did).
 //!
+//! A restarted member marks itself catching up ([`super::catchup::begin`])
+//! before it serves anything, so the restart point is the newest sample it
+//! recovered from disk, not one a peer sent after the restart; it pulls
+//! what it missed once the shard map is known.
+//!
 //! Shutdown order: background tasks, the meta member (Raft stops), then the
 //! gRPC server (in-flight data RPCs finish first, bounded). The caller
 //! flushes storage afterwards.
@@ -143,6 +148,8 @@ impl Member {
         let meta: Arc<dyn MetaClient> =
             Arc::new(GrpcMetaClient::new(Arc::clone(&node), channels.clone()));
         let ctx = ClusterCtx::with_channels(id, db, Arc::clone(&meta), metadata, channels.clone());
+        // Before the gRPC port serves peers' writes (see the module doc).
+        let restart = super::catchup::begin(&ctx);
 
         let raft_svc = MetaRaftService::new(Arc::clone(&node), channels).into_server();
         let replica_svc = ReplicaService::new(Arc::clone(&ctx)).into_server();
@@ -173,6 +180,7 @@ impl Member {
             tokio::spawn(form(Arc::clone(&node), meta, cfg.clone(), advertise)),
             lease.spawn(),
             metrics.spawn_updater(Arc::clone(&handle)),
+            tokio::spawn(catch_up(Arc::clone(&handle), restart)),
         ];
         Ok(Member {
             handle,
@@ -216,6 +224,21 @@ impl Member {
             }
         }
         tracing::info!(node = self.handle.node_id, "cluster member stopped");
+    }
+}
+
+/// Once the shard map is known, pulls what this replica missed while it was
+/// down (nothing on a fresh node).
+async fn catch_up(h: Arc<ClusterHandle>, restart: Option<super::catchup::RestartPoint>) {
+    let Some(point) = restart else {
+        tracing::info!(node = h.node_id, "fresh node: nothing to catch up");
+        return;
+    };
+    h.wait_for_shard_map().await;
+    let opts = super::catchup::CatchUpOptions::default();
+    match super::catchup::catch_up_from(Arc::clone(&h.ctx), point, opts).await {
+        Ok(report) => tracing::info!(node = h.node_id, ?report, "catch-up finished"),
+        Err(e) => tracing::warn!(node = h.node_id, error = %e, "catch-up failed"),
     }
 }
 
