@@ -118,8 +118,9 @@ pub struct ReadMetrics {
     pub failovers: Counter,
     /// Shards asked for, summed over reads (one per needed shard and read).
     pub shards_asked: Counter,
-    /// Reads answered without some shards (partial responses).
-    pub partial_answers: Counter,
+    /// Reads that could not reach every needed shard (they failed, or
+    /// answered partially where allowed).
+    pub incomplete_reads: Counter,
 }
 
 impl Default for ReadMetrics {
@@ -129,7 +130,7 @@ impl Default for ReadMetrics {
             failures: Family::default(),
             failovers: Counter::default(),
             shards_asked: Counter::default(),
-            partial_answers: Counter::default(),
+            incomplete_reads: Counter::default(),
         }
     }
 }
@@ -158,9 +159,9 @@ impl ReadMetrics {
             self.shards_asked.clone(),
         );
         registry.register(
-            "pharos_cluster_read_partial_answers",
-            "Fan-out reads answered without some shards (partial responses)",
-            self.partial_answers.clone(),
+            "pharos_cluster_read_incomplete",
+            "Fan-out reads that could not reach every needed shard (failed, or answered partially when the caller allowed it)",
+            self.incomplete_reads.clone(),
         );
     }
 
@@ -940,7 +941,10 @@ fn ask_local(db: &Db, op: &ReadOp, sel: Option<&ShardSel>) -> Result<Answer, Sto
 
 /// The cluster's [`Queryable`]: reads one up-to-date replica per needed
 /// shard (see the module docs) and merges. Its methods block: call them
-/// from a blocking thread, never from a Tokio worker.
+/// from a blocking thread, never from a Tokio worker. Cloning is cheap and
+/// shares the metrics (e.g. `q.clone().allow_partial()` for a request that
+/// accepts partial responses).
+#[derive(Clone)]
 pub struct FanoutQueryable {
     ctx: Arc<ClusterCtx>,
     metrics: Arc<ReadMetrics>,
@@ -1015,7 +1019,7 @@ impl FanoutQueryable {
             per_request,
         ));
         if !out.missing.is_empty() {
-            self.metrics.partial_answers.inc();
+            self.metrics.incomplete_reads.inc();
         }
         Ok(out)
     }
@@ -1546,12 +1550,18 @@ pub(crate) mod tests {
                 .expect_err("label names need every shard too");
             assert!(err.to_string().contains(&lost_list), "{err}");
 
-            let q = Arc::new(FanoutQueryable::new(Arc::clone(c.node(2).ctx())).allow_partial());
+            let strict = FanoutQueryable::new(Arc::clone(c.node(2).ctx()));
+            let q = Arc::new(strict.clone().allow_partial());
             let (got, w) = select(&q, all()).await.expect("partial select");
             assert_eq!(w.len(), 1);
             assert!(w[0].contains(&format!("shards {lost_list} ")), "{}", w[0]);
             assert_eq!(decode(&got), reference_select(&refdb, all()).await);
-            assert_eq!(q.metrics().partial_answers.get(), 1);
+            assert_eq!(q.metrics().incomplete_reads.get(), 1);
+            // The strict original shares the metrics and still refuses.
+            let strict = Arc::new(strict);
+            assert!(select(&strict, all()).await.is_err());
+            assert_eq!(strict.metrics().incomplete_reads.get(), 2);
+            drop(strict);
             // `select` has no warning channel: it fails even in partial mode.
             let q2 = Arc::clone(&q);
             let r =
