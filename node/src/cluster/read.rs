@@ -799,7 +799,9 @@ pub(crate) async fn fan_out(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(node, %error, shards = shards.len(), "fan-out read failed");
+                    // Per read, so not a warning: a node down would flood the
+                    // log; pharos_cluster_read_rpc_failures counts them.
+                    tracing::debug!(node, %error, shards = shards.len(), "fan-out read failed");
                     for s in shards {
                         let Some((cands, i)) = pending.get_mut(&s) else {
                             continue;
