@@ -1,7 +1,8 @@
 //! Starting and stopping this node's membership in a cluster: the meta
 //! group's Raft member, the one gRPC server (meta Raft + data path
 //! `Replica`), cluster formation (bootstrap or join, then the shard map),
-//! the rule-leadership lease and the cluster metrics.
+//! the rule-leadership lease, the cluster metrics, and the copying of
+//! shard replicas moved here ([`super::moves`]).
 //!
 //! Owns: the start order and the shutdown order of those parts. Must not:
 //! open or close storage (the server does), serve HTTP, or decide data
@@ -181,6 +182,7 @@ impl Member {
             lease.spawn(),
             metrics.spawn_updater(Arc::clone(&handle)),
             tokio::spawn(catch_up(Arc::clone(&handle), restart)),
+            super::moves::spawn(Arc::clone(&handle.ctx)),
         ];
         Ok(Member {
             handle,

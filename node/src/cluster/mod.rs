@@ -30,6 +30,7 @@ pub mod launcher;
 pub mod leader;
 pub mod member;
 pub mod metrics;
+pub mod moves;
 pub mod peers;
 pub mod read;
 pub mod replica;
