@@ -17,6 +17,7 @@ use pharos_meta::types::{MetaState, NodeId, NodeState, ShardMap};
 use serde_json::{json, Value};
 
 use super::member::ClusterHandle;
+use super::metrics::RaftView;
 use crate::error::ApiError;
 use crate::http::{json_ok, AppState};
 
@@ -27,28 +28,16 @@ pub const CLUSTER_OFF: &str = "cluster mode is off";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetaView {
     pub node_id: NodeId,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub applied_index: u64,
-    pub snapshot_index: u64,
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
+    pub raft: RaftView,
     pub catching_up: bool,
 }
 
 impl MetaView {
     /// Reads `h`'s member.
     pub async fn of(h: &ClusterHandle) -> MetaView {
-        let raft = h.node.raft();
-        let m = &h.metrics.meta;
         MetaView {
             node_id: h.node_id,
-            leader: raft.current_leader().await,
-            term: m.term.get() as u64,
-            applied_index: m.last_applied_index.get() as u64,
-            snapshot_index: m.snapshot_index.get() as u64,
-            voters: raft.voter_ids().collect(),
-            learners: raft.learner_ids().collect(),
+            raft: RaftView::of(&h.node).await,
             catching_up: h.ctx.catching_up.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -63,9 +52,9 @@ fn state_name(s: NodeState) -> &'static str {
 }
 
 fn role(v: &MetaView, id: NodeId) -> &'static str {
-    if v.voters.contains(&id) {
+    if v.raft.voters.contains(&id) {
         "voter"
-    } else if v.learners.contains(&id) {
+    } else if v.raft.learners.contains(&id) {
         "learner"
     } else {
         "none"
@@ -93,7 +82,7 @@ pub fn nodes_json(s: &MetaState, v: &MetaView) -> Value {
                     "addr": n.addr,
                     "state": state_name(n.state),
                     "role": role(v, n.id),
-                    "is_leader": v.leader == Some(n.id),
+                    "is_leader": v.raft.leader == Some(n.id),
                     "this_node": n.id == v.node_id,
                     "replicas": replicas,
                     "primaries": primaries,
@@ -123,11 +112,17 @@ pub fn shards_json(m: &ShardMap) -> Value {
 pub fn status_json(s: &MetaState, v: &MetaView) -> Value {
     json!({
         "node_id": v.node_id,
-        "leader": v.leader,
-        "is_leader": v.leader == Some(v.node_id),
-        "term": v.term,
-        "applied_index": v.applied_index,
-        "snapshot_index": v.snapshot_index,
+        "leader": v.raft.leader,
+        "is_leader": v.raft.leader == Some(v.node_id),
+        "term": v.raft.term,
+        "last_log_index": v.raft.last_log_index,
+        "commit_index": v.raft.commit_index,
+        "applied_index": v.raft.applied_index,
+        "snapshot_index": v.raft.snapshot_index,
+        "replication_lag": v.raft.replication_lag.iter().map(|(p, lag)| json!({
+            "node": p,
+            "lag_entries": lag,
+        })).collect::<Vec<_>>(),
         "catching_up": v.catching_up,
         "shard_map_version": s.shard_map.as_ref().map(|m| m.version),
         "members": s.nodes.values().map(|n| json!({
@@ -200,12 +195,17 @@ mod tests {
     fn view() -> MetaView {
         MetaView {
             node_id: 2,
-            leader: Some(1),
-            term: 4,
-            applied_index: 17,
-            snapshot_index: 0,
-            voters: vec![1, 2, 3],
-            learners: vec![],
+            raft: RaftView {
+                leader: Some(1),
+                term: 4,
+                last_log_index: 18,
+                commit_index: 18,
+                applied_index: 17,
+                snapshot_index: 0,
+                voters: vec![1, 2, 3],
+                learners: vec![],
+                replication_lag: vec![],
+            },
             catching_up: false,
         }
     }
@@ -254,6 +254,7 @@ mod tests {
         assert_eq!(st["leader"], 1);
         assert_eq!(st["is_leader"], false);
         assert_eq!(st["term"], 4);
+        assert_eq!(st["commit_index"], 18);
         assert_eq!(st["members"].as_array().unwrap().len(), 3);
     }
 

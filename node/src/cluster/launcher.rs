@@ -465,8 +465,8 @@ pub fn status_text(url: &str) -> Result<String, String> {
         .map_or("none".to_string(), |l| format!("node {l}"));
     let _ = writeln!(
         out,
-        "Cluster seen from {url} (node {}): leader {leader}, term {}, applied index {}",
-        status["node_id"], status["term"], status["applied_index"]
+        "Cluster seen from {url} (node {}): leader {leader}, term {}, commit index {}, applied index {}",
+        status["node_id"], status["term"], status["commit_index"], status["applied_index"]
     );
     let _ = writeln!(out);
     let _ = writeln!(

@@ -1,9 +1,13 @@
 //! Cluster status in `/metrics`: the meta group's own gauges
 //! (`pharos_meta_*`, from [`pharos_meta::metrics::MetaMetrics`]: term,
 //! leadership, applied and snapshot index, shard map version, nodes by
-//! state) plus this node's view of placement (`pharos_cluster_*`): the
-//! leader's id, the highest shard epoch, the replicas and primaries held
-//! here, and whether the node is catching up.
+//! state) plus `pharos_cluster_*`: the leader's id, the commit index and
+//! last log index, each peer's replication lag (on the leader), the
+//! highest shard epoch, the replicas and primaries held here, and whether
+//! the node is catching up.
+//!
+//! Raft's own numbers come from the meta node's Raft handle through
+//! [`RaftView::of`], the one place outside `pharos-meta` that reads them.
 //!
 //! Owns: refreshing those gauges from the applied state; nothing here is
 //! on a request path. The data path's own metrics (write and read
@@ -15,6 +19,8 @@ use std::time::Duration;
 
 use pharos_meta::metrics::MetaMetrics;
 use pharos_meta::types::{MetaState, NodeId};
+use pharos_meta::MetaNode;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -25,12 +31,71 @@ use super::member::ClusterHandle;
 /// and the catch-up flag change without one).
 const REFRESH: Duration = Duration::from_secs(1);
 
+/// Raft's state on this node, as its metrics report it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RaftView {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    /// The highest log index this node knows committed (safe to apply).
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// On the leader: each follower's lag behind the leader's last log
+    /// index, in entries (`None` while nothing is known matched).
+    pub replication_lag: Vec<(NodeId, Option<u64>)>,
+}
+
+impl RaftView {
+    /// Reads `node`'s Raft metrics (a snapshot; never waits for a change).
+    pub async fn of(node: &MetaNode) -> RaftView {
+        let raft = node.raft();
+        let m = match raft
+            .wait(Some(Duration::from_secs(1)))
+            .metrics(|_| true, "current metrics")
+            .await
+        {
+            Ok(m) => m,
+            Err(_) => return RaftView::default(),
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        RaftView {
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: last,
+            commit_index: m.local_committed.as_ref().map_or(0, |l| l.index),
+            applied_index: m.last_applied.as_ref().map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.as_ref().map_or(0, |l| l.index),
+            voters: raft.voter_ids().collect(),
+            learners: raft.learner_ids().collect(),
+            replication_lag: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .filter(|(id, _)| **id != m.id)
+                        .map(|(id, matched)| {
+                            (*id, matched.as_ref().map(|l| last.saturating_sub(l.index)))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// Gauges of this node's cluster membership.
 #[derive(Clone, Default)]
 pub struct ClusterMetrics {
     pub meta: MetaMetrics,
     /// The meta leader's node id (0: none known).
     pub leader_id: Gauge,
+    pub commit_index: Gauge,
+    pub last_log_index: Gauge,
+    /// Entries each follower lags behind the leader (leader only).
+    pub replication_lag: Family<Vec<(&'static str, String)>, Gauge>,
     /// This node's id.
     pub node_id: Gauge,
     /// The highest epoch of any shard (grows on every placement change).
@@ -62,6 +127,23 @@ impl ClusterMetrics {
             &self.leader_id,
         );
         g(r, "pharos_cluster_node_id", "This node's id", &self.node_id);
+        g(
+            r,
+            "pharos_cluster_raft_commit_index",
+            "Highest meta log index known committed",
+            &self.commit_index,
+        );
+        g(
+            r,
+            "pharos_cluster_raft_last_log_index",
+            "Last index in this node's meta log",
+            &self.last_log_index,
+        );
+        r.register(
+            "pharos_cluster_raft_replication_lag_entries",
+            "Meta log entries each peer lags behind the leader (exported by the leader)",
+            self.replication_lag.clone(),
+        );
         g(
             r,
             "pharos_cluster_shard_epoch_max",
@@ -126,6 +208,23 @@ impl ClusterMetrics {
         self.local_primaries.set(primaries);
     }
 
+    /// Sets the gauges from Raft's metrics.
+    pub fn observe_raft(&self, v: &RaftView) {
+        self.leader_id.set(v.leader.map_or(0, |l| l as i64));
+        self.commit_index.set(v.commit_index as i64);
+        self.last_log_index.set(v.last_log_index as i64);
+        self.voters.set(v.voters.len() as i64);
+        self.learners.set(v.learners.len() as i64);
+        self.replication_lag.clear();
+        for (peer, lag) in &v.replication_lag {
+            if let Some(lag) = lag {
+                self.replication_lag
+                    .get_or_create(&vec![("peer", peer.to_string())])
+                    .set(*lag as i64);
+            }
+        }
+    }
+
     /// Follows `h` until aborted, refreshing every gauge.
     pub fn spawn_updater(&self, h: Arc<ClusterHandle>) -> JoinHandle<()> {
         let m = self.clone();
@@ -134,11 +233,7 @@ impl ClusterMetrics {
             let mut rx = h.meta.watch();
             loop {
                 m.observe_state(h.node_id, &rx.borrow_and_update());
-                let raft = h.node.raft();
-                m.leader_id
-                    .set(raft.current_leader().await.map_or(0, |l| l as i64));
-                m.voters.set(raft.voter_ids().count() as i64);
-                m.learners.set(raft.learner_ids().count() as i64);
+                m.observe_raft(&RaftView::of(&h.node).await);
                 m.catching_up
                     .set(i64::from(h.ctx.catching_up.load(Ordering::Relaxed)));
                 tokio::select! {

@@ -247,6 +247,25 @@ async fn launcher_starts_shows_and_stops_three_nodes() {
     assert!(status["leader"].as_u64().is_some(), "{status}");
     assert!(status["term"].as_u64().unwrap() >= 1);
     assert_eq!(status["members"].as_array().unwrap().len(), 3);
+    assert!(status["commit_index"].as_u64().unwrap() >= 1, "{status}");
+    // The leader exports Raft's numbers, with the lag of both followers.
+    let leader = status["leader"].as_u64().unwrap() as u16;
+    let m = get(l.http(leader), "/metrics").await.text();
+    for name in [
+        "pharos_meta_term ",
+        "pharos_meta_is_leader 1",
+        "pharos_cluster_raft_commit_index ",
+        "pharos_cluster_leader_id ",
+        "pharos_cluster_shard_epoch_max 1",
+        "pharos_cluster_local_replicas 256",
+    ] {
+        assert!(m.contains(name), "{name} missing:\n{m}");
+    }
+    let lag_lines = m
+        .lines()
+        .filter(|x| x.starts_with("pharos_cluster_raft_replication_lag_entries{"))
+        .count();
+    assert_eq!(lag_lines, 2, "{m}");
     // A single node answers the error envelope.
     let single = node().await;
     let r = get(single.addr, "/api/v1/cluster/nodes").await;
