@@ -132,17 +132,25 @@ struct Launcher {
 
 impl Launcher {
     fn start(n: u16) -> Launcher {
+        Launcher::start_with(n, |_| None)
+    }
+
+    /// With the config `config(base port)` returns, if any, passed to
+    /// every node.
+    fn start_with(n: u16, config: impl FnOnce(u16) -> Option<String>) -> Launcher {
         let dir = tempfile::tempdir().unwrap();
         let base = free_base_port(n);
         let out = dir.path().join("launcher.out");
-        let child = Command::new(BIN)
-            .args([
-                "cluster",
-                "--nodes",
-                &n.to_string(),
-                "--base-port",
-                &base.to_string(),
-            ])
+        let mut cmd = Command::new(BIN);
+        if let Some(text) = config(base) {
+            let p = dir.path().join("pharos.yml");
+            std::fs::write(&p, text).unwrap();
+            cmd.arg("cluster").arg("--config").arg(p);
+        } else {
+            cmd.arg("cluster");
+        }
+        let child = cmd
+            .args(["--nodes", &n.to_string(), "--base-port", &base.to_string()])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .stdout(std::fs::File::create(&out).unwrap())
@@ -1012,4 +1020,60 @@ async fn a_joining_node_takes_over_replicas_without_losing_data() {
     s.kill(1);
     let other = get(s.http(4), &q).await;
     assert_eq!(other.text(), first.text(), "node 4 after node 1 stopped");
+}
+
+/// Each scrape target is scraped by exactly one node, its shard's primary,
+/// and its samples are readable through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_target_is_scraped_by_its_primary_only() {
+    let l = Launcher::start_with(3, |base| {
+        let targets: Vec<String> = (0..3)
+            .map(|i| format!("'127.0.0.1:{}'", base + i))
+            .collect();
+        Some(format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pharos\n    static_configs: [{{targets: [{}]}}]\n",
+            targets.join(", ")
+        ))
+    });
+    l.wait_ready(3).await;
+    let shards = api(l.http(1), "/api/v1/cluster/shards").await;
+    // Every target is active on exactly one node: the one that is primary
+    // of its shard.
+    let owners = eventually(Duration::from_secs(30), "3 scraped targets", || async {
+        let mut owners = Vec::new();
+        for i in 1..=3u16 {
+            let t = api(l.http(i), "/api/v1/targets").await;
+            for x in t["activeTargets"].as_array().unwrap() {
+                let inst = x["labels"]["instance"].as_str().unwrap().to_string();
+                owners.push((inst, i, x["health"].as_str().unwrap_or("").to_string()));
+            }
+        }
+        (owners.len() == 3 && owners.iter().all(|o| o.2 == "up")).then_some(owners)
+    })
+    .await;
+    let mut insts: Vec<&String> = owners.iter().map(|o| &o.0).collect();
+    insts.sort();
+    insts.dedup();
+    assert_eq!(insts.len(), 3, "{owners:?}");
+    let placement = shards["placement_labels"].clone();
+    assert_eq!(placement, serde_json::json!(["instance", "job"]));
+    // The scraped `up` of each target, through every node, from one
+    // scraper: at most one sample per scrape interval.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = now_ms() as f64 / 1000.0;
+    let q = qs(&[
+        ("query", "count_over_time(up[3s])"),
+        ("time", &format!("{now:.3}")),
+    ]);
+    let first = api(l.http(1), &format!("/api/v1/query?{q}")).await;
+    let r = first["result"].as_array().unwrap();
+    assert_eq!(r.len(), 3, "{first}");
+    for x in r {
+        let n: f64 = x["value"][1].as_str().unwrap().parse().unwrap();
+        assert!((1.0..=4.0).contains(&n), "two scrapers? {x}");
+    }
+    for i in 2..=3 {
+        let other = api(l.http(i), &format!("/api/v1/query?{q}")).await;
+        assert_eq!(other, first, "node {i}");
+    }
 }
