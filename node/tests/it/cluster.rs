@@ -167,6 +167,37 @@ impl Launcher {
         }
     }
 
+    /// Stops the launcher with SIGTERM (every node flushes) and starts it
+    /// again on the same directory and ports.
+    async fn restart(mut self, n: u16) -> Launcher {
+        self.proc.signal("-TERM");
+        let (st, mut l) = tokio::task::spawn_blocking(move || {
+            let st = self.proc.wait(Duration::from_secs(40));
+            (st, self)
+        })
+        .await
+        .unwrap();
+        assert!(st.is_some_and(|s| s.success()), "{}", l.output());
+        let child = Command::new(BIN)
+            .args([
+                "cluster",
+                "--nodes",
+                &n.to_string(),
+                "--base-port",
+                &l.base.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(l.dir.path().join("data"))
+            .stdout(std::fs::File::create(&l.out).unwrap())
+            .stderr(Stdio::from(
+                std::fs::File::create(l.dir.path().join("launcher.err")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        l.proc = Proc { child };
+        l
+    }
+
     async fn wait_ready(&self, n: u16) {
         for i in 1..=n {
             let a = self.http(i);
@@ -424,6 +455,28 @@ async fn every_node_answers_the_same_bytes() {
     assert_eq!(v["result"][0]["value"][1], "30", "{v}");
     let v = api(l.http(2), &queries[1]).await;
     assert_eq!(v["result"].as_array().unwrap().len(), 30);
+
+    // The whole cluster stopped and started again on the same directories
+    // comes back with its membership, its shard map and its data.
+    let before: Vec<String> = {
+        let mut v = Vec::new();
+        for q in &queries {
+            v.push(get(l.http(1), q).await.text());
+        }
+        v
+    };
+    let map_before = api(l.http(1), "/api/v1/cluster/shards").await;
+    let l = l.restart(3).await;
+    l.wait_ready(3).await;
+    assert_eq!(api(l.http(2), "/api/v1/cluster/shards").await, map_before);
+    for (q, want) in queries.iter().zip(&before) {
+        let got = eventually(Duration::from_secs(30), q, || async {
+            let r = try_get(l.http(3), q).await?;
+            (r.status == 200 && r.text() == *want).then_some(())
+        })
+        .await;
+        let () = got;
+    }
 }
 
 /// Three `pharos server` processes started by hand (so one can be killed
