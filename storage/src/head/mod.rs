@@ -148,22 +148,36 @@ impl HeadStats {
 
 /// Multiplicative hasher for `u64` keys (refs and series hashes), which are
 /// already well distributed or sequential; SipHash would dominate lookups.
+///
+/// The product is folded (high half XORed into the low half): hashbrown
+/// picks the bucket from the low bits, and the low bits of a plain product
+/// depend only on the key's low bits — which are the same for every key of
+/// one stripe (the stripe is `key & mask`), so without the fold all keys of
+/// a stripe start probing at one bucket.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct U64Hasher(u64);
+
+const U64_HASH_K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline]
+fn folded_mul(v: u64) -> u64 {
+    let p = u128::from(v) * u128::from(U64_HASH_K);
+    (p as u64) ^ ((p >> 64) as u64)
+}
 
 impl Hasher for U64Hasher {
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(U64_HASH_K);
         }
     }
     #[inline]
     fn write_u64(&mut self, v: u64) {
-        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = v;
     }
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        folded_mul(self.0)
     }
 }
 

@@ -700,3 +700,20 @@ fn deletes_hide_samples_but_never_later_appends() {
     let got = h.select(i64::MIN, i64::MAX, &[ma], None).unwrap();
     assert_eq!(samples(&got[0]).first().map(|s| s.0), Some(3000));
 }
+
+/// Keys of one stripe share their low bits; their hashes must not, or
+/// hashbrown starts every lookup of the stripe at the same bucket.
+#[test]
+fn u64_hasher_spreads_the_keys_of_one_stripe() {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+    let b = BuildHasherDefault::<U64Hasher>::default();
+    let low: HashSet<u64> = (0..256u64)
+        .map(|k| b.hash_one(k * 4096 + 7) & 0xff)
+        .collect();
+    assert!(low.len() > 128, "{} distinct low bytes", low.len());
+    let tags: HashSet<u64> = (0..256u64)
+        .map(|k| b.hash_one(k * 4096 + 7) >> 57)
+        .collect();
+    assert!(tags.len() > 64, "{} distinct tags", tags.len());
+}
