@@ -5,9 +5,10 @@
 //!
 //! Owns: everything between the socket and the two seams it talks through —
 //! [`pharos_query::queryable::Queryable`] for reads and [`sink::WriteSink`]
-//! for writes — so that the cluster (a later issue) can replace local
-//! storage behind them without touching the handlers. Must not: implement
-//! storage or PromQL semantics itself.
+//! for writes — and, in cluster mode, what sits behind them: the fan-out
+//! read and the replicating write ([`cluster`]), which replace local
+//! storage without touching the handlers. Must not: implement storage or
+//! PromQL semantics itself.
 
 pub mod cluster;
 pub mod config;

@@ -127,8 +127,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/admin/tsdb/delete_series",
             post(status::delete_series).put(status::delete_series),
         )
-        .route("/api/v1/rules", get(services::rules).post(services::rules))
-        .route("/api/v1/alerts", get(services::alerts))
+        .route(
+            "/api/v1/rules",
+            get(|s, r| off_worker(services::rules(s, r)))
+                .post(|s, r| off_worker(services::rules(s, r))),
+        )
+        .route("/api/v1/alerts", get(|s| off_worker(services::alerts(s))))
         .route("/api/v1/targets", get(services::targets))
         .route("/api/v1/targets/metadata", get(services::targets_metadata))
         .route("/api/v1/cluster/nodes", get(crate::cluster::api::nodes))
@@ -147,6 +151,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         middleware,
     ))
     .with_state(state)
+}
+
+/// Runs a handler on a blocking thread instead of a Tokio worker. For the
+/// rule views: they lock rule groups that an evaluation holds while it
+/// queries and writes — in a cluster, through RPCs it waits for with
+/// `block_on`. A worker blocked on such a lock can hold the very task the
+/// evaluation waits for (a task woken on a worker may only run there), and
+/// the node deadlocks.
+async fn off_worker<F>(handler: F) -> Response
+where
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    let rt = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || rt.block_on(handler)).await {
+        Ok(r) => r,
+        Err(e) => {
+            crate::error::ApiError::Internal(format!("handler task failed: {e}")).into_response()
+        }
+    }
 }
 
 async fn not_found() -> Response {
