@@ -113,9 +113,16 @@ async fn try_get(a: SocketAddr, path: &str) -> Option<Resp> {
         .ok()?
 }
 
+/// A GET answered within 10s (the test fails otherwise).
+async fn bget(a: SocketAddr, path: &str) -> Resp {
+    try_get(a, path)
+        .await
+        .unwrap_or_else(|| panic!("{a}{path}: no answer within 10s"))
+}
+
 /// `data` of a successful API answer.
 async fn api(a: SocketAddr, path: &str) -> Value {
-    let r = get(a, path).await;
+    let r = bget(a, path).await;
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     let v = r.json();
     assert_eq!(v["status"], "success", "{path}: {v}");
@@ -289,7 +296,7 @@ async fn launcher_starts_shows_and_stops_three_nodes() {
     assert!(status["commit_index"].as_u64().unwrap() >= 1, "{status}");
     // The leader exports Raft's numbers, with the lag of both followers.
     let leader = status["leader"].as_u64().unwrap() as u16;
-    let m = get(l.http(leader), "/metrics").await.text();
+    let m = bget(l.http(leader), "/metrics").await.text();
     for name in [
         "pharos_meta_term ",
         "pharos_meta_is_leader 1",
@@ -434,7 +441,7 @@ async fn every_node_answers_the_same_bytes() {
         ),
     ];
     for q in &queries {
-        let first = get(l.http(1), q).await;
+        let first = bget(l.http(1), q).await;
         assert_eq!(first.status, 200, "{q}: {}", first.text());
         let v = first.json();
         let data = &v["data"];
@@ -442,7 +449,7 @@ async fn every_node_answers_the_same_bytes() {
             || data["result"].as_array().is_some_and(|a| a.is_empty());
         assert!(!empty, "{q}: {}", first.text());
         for i in 2..=3 {
-            let other = get(l.http(i), q).await;
+            let other = bget(l.http(i), q).await;
             assert_eq!(other.status, 200, "{q} via node {i}: {}", other.text());
             assert_eq!(
                 other.text(),
@@ -461,7 +468,7 @@ async fn every_node_answers_the_same_bytes() {
     let before: Vec<String> = {
         let mut v = Vec::new();
         for q in &queries {
-            v.push(get(l.http(1), q).await.text());
+            v.push(bget(l.http(1), q).await.text());
         }
         v
     };
@@ -612,7 +619,9 @@ async fn run_load(
                 )
             })
             .collect();
-        let r = write_v1(a, &write_req(ts)).await;
+        let r = tokio::time::timeout(Duration::from_secs(30), write_v1(a, &write_req(ts)))
+            .await
+            .unwrap_or_else(|_| panic!("seq {seq}: no answer to a write within 30s"));
         {
             let mut l = load.lock();
             if r.status == 204 {
@@ -760,7 +769,7 @@ async fn sigkilled_node_loses_no_acknowledged_sample() {
         ("query", "count_over_time(load_test[15m])"),
         ("time", &format!("{:.3}", at as f64 / 1000.0)),
     ]);
-    let r = get(s.http(3), &format!("/api/v1/query?{q}")).await;
+    let r = bget(s.http(3), &format!("/api/v1/query?{q}")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     for x in v["data"]["result"].as_array().unwrap() {
@@ -1060,18 +1069,18 @@ async fn a_joining_node_takes_over_replicas_without_losing_data() {
             ("step", "15")
         ])
     );
-    let first = get(s.http(1), &q).await;
+    let first = bget(s.http(1), &q).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.json()["data"]["result"].as_array().unwrap().len(), 40);
     for i in 2..=4 {
-        let other = get(s.http(i), &q).await;
+        let other = bget(s.http(i), &q).await;
         assert_eq!(other.text(), first.text(), "node {i} differs");
     }
     // Node 4's own copies are complete: with only its replicas' other
     // holders gone it still answers (each shard has 3 replicas among 4
     // nodes, so stopping one other node leaves every shard readable).
     s.kill(1);
-    let other = get(s.http(4), &q).await;
+    let other = bget(s.http(4), &q).await;
     assert_eq!(other.text(), first.text(), "node 4 after node 1 stopped");
 }
 
