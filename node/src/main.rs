@@ -42,7 +42,7 @@ enum Command {
     /// Run one node: storage under --data-dir, the Prometheus HTTP API,
     /// the remote-write receiver and remote read on --listen, and the
     /// scraping, rules and Alertmanager notifications of --config.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a local cluster: --nodes `pharos server` processes on loopback,
     /// node i with data in DIR/node-i, HTTP on port P+i-1 and gRPC on
     /// P+1000+i-1 (DIR = --data-dir, P = --base-port). Ctrl-C or SIGTERM
@@ -276,7 +276,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Server(args) => match run_server(args) {
+        Command::Server(args) => match run_server(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
