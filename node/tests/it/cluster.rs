@@ -698,9 +698,27 @@ async fn check_load(s: &Servers, via: u16, load: &Load, at_ms: i64) {
 /// node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_node_loses_no_acknowledged_sample() {
+    kill_under_load(1, 3).await;
+}
+
+/// As (c), killing the meta group's leader (node 1, which bootstrapped the
+/// cluster) while the load goes through node 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_leader_loses_no_acknowledged_sample() {
+    kill_under_load(2, 1).await;
+}
+
+/// Writes through `via`, SIGKILLs `victim` meanwhile, restarts it, and
+/// checks every acknowledged sample through every node, then through the
+/// victim alone.
+async fn kill_under_load(via: u16, victim: u16) {
     let mut s = Servers::start(&[]);
     for i in 1..=3 {
         s.wait_ready(i).await;
+    }
+    let leader = api(s.http(via), "/api/v1/cluster/status").await["leader"].clone();
+    if victim == 1 {
+        assert_eq!(leader, 1, "node 1 bootstrapped: it leads");
     }
     let load = std::sync::Arc::new(parking_lot::Mutex::new(Load {
         acked: vec![Vec::new(); TARGETS],
@@ -709,7 +727,7 @@ async fn sigkilled_node_loses_no_acknowledged_sample() {
     let base = now_ms();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(run_load(
-        s.http(1),
+        s.http(via),
         base,
         0,
         stop_rx,
@@ -718,16 +736,16 @@ async fn sigkilled_node_loses_no_acknowledged_sample() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before_kill = load.lock().acked_requests;
     assert!(before_kill > 5, "load too slow: {before_kill} requests");
-    s.kill(3);
+    s.kill(victim);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = load.lock().acked_requests - before_kill;
     assert!(
         during > 5,
-        "writes stalled with node 3 down: {during}\n{}",
+        "writes stalled with node {victim} down: {during}\n{}",
         s.logs()
     );
-    s.spawn(3);
-    s.wait_ready(3).await;
+    s.spawn(victim);
+    s.wait_ready(victim).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop_tx.send(true).unwrap();
     writer.await.unwrap();
@@ -741,38 +759,41 @@ async fn sigkilled_node_loses_no_acknowledged_sample() {
     // The restarted node reports its catch-up (its first start had
     // nothing to catch up).
     let end = Instant::now() + Duration::from_secs(60);
-    while !s.log(3).contains("catch-up finished") {
+    while !s.log(victim).contains("catch-up finished") {
         assert!(
             Instant::now() < end,
-            "node 3 did not catch up\n{}",
+            "node {victim} did not catch up\n{}",
             s.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let log = s.log(3);
+    let log = s.log(victim);
     let report = log
         .lines()
         .find(|l| l.contains("catch-up finished"))
         .unwrap();
     assert!(report.contains("restarted: true"), "{report}");
     assert!(report.contains("failed_shards: {}"), "{report}");
-    eprintln!("node 3: {report}");
+    eprintln!("node {victim}: {report}");
     let at = now_ms() + 1000;
-    for via in [1, 2, 3] {
-        check_load(&s, via, &load, at).await;
+    for node in [1, 2, 3] {
+        check_load(&s, node, &load, at).await;
     }
-    // Node 3's own replica has them too: with the others gone, its reads
-    // are local.
-    s.kill(1);
-    s.kill(2);
+    // The victim's own replica has them too: with the others gone, its
+    // reads are local.
+    for other in (1..=3).filter(|&i| i != victim) {
+        s.kill(other);
+    }
     let q = qs(&[
         ("query", "count_over_time(load_test[15m])"),
         ("time", &format!("{:.3}", at as f64 / 1000.0)),
     ]);
-    let r = bget(s.http(3), &format!("/api/v1/query?{q}")).await;
+    let r = bget(s.http(victim), &format!("/api/v1/query?{q}")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    for x in v["data"]["result"].as_array().unwrap() {
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), TARGETS, "{v}");
+    for x in result {
         assert_eq!(
             x["value"][1].as_str().unwrap(),
             load.acked_requests.to_string(),
