@@ -5,15 +5,21 @@
 //! `errorType: "unavailable"` and `"cluster mode is off"`, as Prometheus
 //! answers for APIs that are switched off.
 //!
-//! Owns: the handlers and their JSON shapes. Must not: change metadata
-//! (these are read-only views of this node's applied state, which may lag
-//! the leader's by a heartbeat).
+//! Owns: the handlers and their JSON shapes. The views are read-only (this
+//! node's applied state, which may lag the leader's by a heartbeat); the
+//! one change, `POST /api/v1/admin/cluster/node_state` (admin API only),
+//! proposes a node's placement state — `draining` empties a node before
+//! it is taken away, `active` takes it back — and the leader's planner
+//! does the moving.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::Request;
 use axum::response::{IntoResponse, Response};
-use pharos_meta::types::{MetaState, NodeId, NodeState, ShardMap};
+use pharos_meta::types::{Command, MetaState, NodeId, NodeState, ShardMap};
+use pharos_meta::MetaError;
 use serde_json::{json, Value};
 
 use super::member::ClusterHandle;
@@ -170,6 +176,45 @@ pub async fn status(State(st): State<Arc<AppState>>) -> Response {
         Ok(h) => ok(&status_json(&h.state(), &MetaView::of(h).await)),
         Err(e) => e.into_response(),
     }
+}
+
+/// `POST /api/v1/admin/cluster/node_state?node=ID&state=draining|active`
+/// (with `--web.enable-admin-api`): marks a node draining (the planner
+/// moves its replicas to the other active nodes, copy first, and makes it
+/// no shard's primary; it keeps serving meanwhile) or active again.
+/// Answers once the leader has applied the change; watch
+/// `/api/v1/cluster/nodes` for its replicas to reach 0.
+pub async fn set_node_state(State(st): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let run = async {
+        if !st.settings.web.enable_admin_api {
+            return Err(ApiError::Unavailable("admin APIs disabled".into()));
+        }
+        let h = cluster(&st)?;
+        let p =
+            crate::http::params::Params::from_request(req, st.settings.web.max_request_body_bytes)
+                .await?;
+        let id: NodeId = p
+            .get("node")
+            .ok_or_else(|| ApiError::bad("missing parameter \"node\""))?
+            .parse()
+            .map_err(|e| ApiError::param("node", e))?;
+        let state = match p.get("state") {
+            Some("draining") => NodeState::Draining,
+            Some("active") => NodeState::Active,
+            other => {
+                return Err(ApiError::param(
+                    "state",
+                    format!("{other:?}: want draining or active"),
+                ))
+            }
+        };
+        match h.meta.propose(Command::SetNodeState { id, state }).await {
+            Ok(_) => Ok(ok(&json!({"node": id, "state": state_name(state)}))),
+            Err(MetaError::Rejected(r)) => Err(ApiError::bad(r.to_string())),
+            Err(e) => Err(ApiError::Unavailable(e.to_string())),
+        }
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[cfg(test)]

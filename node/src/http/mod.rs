@@ -138,6 +138,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/cluster/nodes", get(crate::cluster::api::nodes))
         .route("/api/v1/cluster/shards", get(crate::cluster::api::shards))
         .route("/api/v1/cluster/status", get(crate::cluster::api::status))
+        .route(
+            "/api/v1/admin/cluster/node_state",
+            post(crate::cluster::api::set_node_state).put(crate::cluster::api::set_node_state),
+        )
         .route("/-/reload", post(services::reload).put(services::reload))
         .route("/api/v1/write", post(crate::remote_write::handle))
         .route("/api/v1/read", post(crate::remote_read::handle))

@@ -1032,12 +1032,31 @@ async fn one_alerting_leader_across_a_leader_change() {
     assert!(first_new > killed);
 }
 
+/// Replica counts per node (1..=4) and whether the map is settled: no
+/// pending replica and every shard on exactly 3.
+async fn replica_counts(s: &Servers) -> ([usize; 4], bool) {
+    let m = api(s.http(1), "/api/v1/cluster/shards").await;
+    let mut counts = [0usize; 4];
+    let mut settled = true;
+    for x in m["assignments"].as_array().unwrap() {
+        // A replaced replica goes only after its successor caught up.
+        settled &= x["pending"].as_array().unwrap().is_empty()
+            && x["replicas"].as_array().unwrap().len() == 3;
+        for r in x["replicas"].as_array().unwrap() {
+            counts[r.as_u64().unwrap() as usize - 1] += 1;
+        }
+    }
+    (counts, settled)
+}
+
 /// A fourth node joining a formed three-node cluster gets a fair share of
 /// replicas: each is copied (pending) before the planner drops the replica
-/// it replaces; afterwards every node answers the same bytes.
+/// it replaces; afterwards every node answers the same bytes. Draining it
+/// (admin API) moves its replicas back the same way, and once it holds
+/// none it can be stopped without any query noticing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_joining_node_takes_over_replicas_without_losing_data() {
-    let mut s = Servers::start(&[]);
+async fn a_node_joins_and_drains_without_losing_data() {
+    let mut s = Servers::start(&["--web.enable-admin-api"]);
     for i in 1..=3 {
         s.wait_ready(i).await;
     }
@@ -1062,20 +1081,9 @@ async fn a_joining_node_takes_over_replicas_without_losing_data() {
         Duration::from_secs(120),
         "replicas balanced over 4 nodes",
         || async {
-            let m = api(s.http(1), "/api/v1/cluster/shards").await;
-            let a = m["assignments"].as_array().unwrap().clone();
-            let mut counts = [0usize; 4];
-            let mut pending = 0;
-            for x in &a {
-                pending += x["pending"].as_array().unwrap().len();
-                // A replaced replica goes only after its successor caught up.
-                pending += x["replicas"].as_array().unwrap().len().abs_diff(3);
-                for r in x["replicas"].as_array().unwrap() {
-                    counts[r.as_u64().unwrap() as usize - 1] += 1;
-                }
-            }
+            let (counts, settled) = replica_counts(&s).await;
             let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
-            (pending == 0 && max - min <= 1 && counts[3] > 0).then_some(counts)
+            (settled && max - min <= 1).then_some(counts)
         },
     )
     .await;
@@ -1097,12 +1105,44 @@ async fn a_joining_node_takes_over_replicas_without_losing_data() {
         let other = bget(s.http(i), &q).await;
         assert_eq!(other.text(), first.text(), "node {i} differs");
     }
-    // Node 4's own copies are complete: with only its replicas' other
-    // holders gone it still answers (each shard has 3 replicas among 4
-    // nodes, so stopping one other node leaves every shard readable).
-    s.kill(1);
-    let other = bget(s.http(4), &q).await;
-    assert_eq!(other.text(), first.text(), "node 4 after node 1 stopped");
+
+    // Drain node 4 through another node (the change is forwarded to the
+    // meta leader).
+    let r = request(
+        s.http(2),
+        "POST",
+        "/api/v1/admin/cluster/node_state?node=4&state=draining",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(Duration::from_secs(120), "node 4 drained", || async {
+        let (counts, settled) = replica_counts(&s).await;
+        (settled && counts == [256, 256, 256, 0]).then_some(())
+    })
+    .await;
+    let nodes = api(s.http(3), "/api/v1/cluster/nodes").await;
+    assert_eq!(nodes[3]["state"], "draining", "{nodes}");
+    assert_eq!(nodes[3]["replicas"], 0, "{nodes}");
+    s.kill(4);
+    for i in 1..=3 {
+        let other = bget(s.http(i), &q).await;
+        assert_eq!(other.text(), first.text(), "node {i} after node 4 left");
+    }
+    // Without the admin API the change is refused.
+    let single = node().await;
+    let r = request(
+        single.addr,
+        "POST",
+        "/api/v1/admin/cluster/node_state?node=1&state=draining",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "admin APIs disabled");
+    single.stop().await;
 }
 
 /// Each scrape target is scraped by exactly one node, its shard's primary,
