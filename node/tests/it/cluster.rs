@@ -1029,6 +1029,10 @@ async fn one_alerting_leader_across_a_leader_change() {
     let last_old = sends[..switch].last().unwrap().0;
     let gap = first_new - last_old;
     assert!(gap < Duration::from_secs(10), "no notification for {gap:?}");
+    eprintln!(
+        "leader {old} -> {new}: notifications resumed {:?} after the kill, {gap:?} after the last one",
+        first_new - killed
+    );
     assert!(first_new > killed);
 }
 
