@@ -340,12 +340,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
         query: cfg.pharos.query.clone(),
         web: cfg.pharos.web.clone(),
     };
-    let (queryable, sink, roles): (
-        Arc<dyn pharos_query::queryable::Queryable>,
-        Arc<dyn WriteSink>,
-        _,
-    ) = match &member {
+    type Q = Arc<dyn pharos_query::queryable::Queryable>;
+    let (queryable, partial_queryable, sink, roles): (Q, Q, Arc<dyn WriteSink>, _) = match &member {
         None => (
+            db.clone(),
             db.clone(),
             Arc::new(LocalSink::new(Arc::clone(&db), Arc::clone(&metadata))),
             Roles::single_node(),
@@ -361,8 +359,10 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
                 w.register(reg);
                 r.register(reg);
             });
+            let fanout = read::FanoutQueryable::with_metrics(Arc::clone(&h.ctx), rm);
             (
-                Arc::new(read::FanoutQueryable::with_metrics(Arc::clone(&h.ctx), rm)),
+                Arc::new(fanout.clone()),
+                Arc::new(fanout.allow_partial()),
                 Arc::new(write::ReplicatingSink::with_metrics(Arc::clone(&h.ctx), wm)),
                 Roles::cluster(h),
             )
@@ -400,6 +400,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode, ServerError> {
 
     let state = Arc::new(AppState {
         queryable,
+        partial_queryable,
         sink,
         services,
         metadata,

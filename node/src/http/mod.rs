@@ -80,6 +80,10 @@ pub struct ServerInfo {
 /// Everything handlers share.
 pub struct AppState {
     pub queryable: Arc<dyn Queryable>,
+    /// The same data for requests that accept a partial answer: in a
+    /// cluster, a fan-out that answers without unreachable shards and warns
+    /// (`select_with_warnings`); on a single node, `queryable` itself.
+    pub partial_queryable: Arc<dyn Queryable>,
     pub sink: Arc<dyn WriteSink>,
     /// Scraping, rules and notifications, and config reloads.
     pub services: Arc<crate::services::Services>,
