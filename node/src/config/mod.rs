@@ -1031,11 +1031,42 @@ storage:
         assert!(e.contains("scrape_timeout"), "{e}");
     }
 
+    #[test]
+    fn rule_settings_default_to_prometheus_and_are_checked() {
+        let c = Config::parse("", Path::new("c.yml")).unwrap();
+        assert_eq!(
+            c.pharos.rules.for_grace_period,
+            PromDuration::from_secs(600)
+        );
+        assert_eq!(
+            c.pharos.rules.for_outage_tolerance,
+            PromDuration::from_secs(3600)
+        );
+        assert_eq!(c.pharos.rules.resend_delay, PromDuration::from_secs(60));
+        let c = Config::parse(
+            "pharos:\n  rules:\n    for_grace_period: 1s\n    resend_delay: 2s\n",
+            Path::new("c.yml"),
+        )
+        .unwrap();
+        assert_eq!(c.pharos.rules.for_grace_period, PromDuration(1000));
+        assert_eq!(c.pharos.rules.resend_delay, PromDuration(2000));
+        let e = Config::parse(
+            "pharos:\n  rules:\n    resend_delay: 0s\n",
+            Path::new("c.yml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("pharos.rules.resend_delay"), "{e}");
+    }
+
     /// The commented example shipped in the repository stays valid.
     #[test]
     fn example_config_parses() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("pharos.example.yml");
         let c = Config::load(&p).unwrap();
         assert!(c.pharos.remote_write_receiver.enabled);
+        // Its cluster section documents the defaults, cluster mode off.
+        assert_eq!(c.pharos.cluster, super::cluster::ClusterConfig::default());
+        assert_eq!(c.pharos.rules, RuleSettings::default());
     }
 }

@@ -1204,3 +1204,51 @@ async fn each_target_is_scraped_by_its_primary_only() {
         assert_eq!(other, first, "node {i}");
     }
 }
+
+/// A node that dies under `pharos cluster` is reported loudly, with the end
+/// of its log, and the launcher stops the others and exits with an error:
+/// nothing is restarted behind the user's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn launcher_stops_everything_when_a_node_dies() {
+    let mut l = Launcher::start(3);
+    l.wait_ready(3).await;
+    let me = l.proc.child.id();
+    let children: Vec<u32> = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(children.len(), 3, "{children:?}");
+    // Node 2's process, by its command line.
+    let victim = *children
+        .iter()
+        .find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            cmd.windows(12).any(|w| w == b"--node-id\x002\x00")
+        })
+        .expect("node 2's process");
+    let st = Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (st, l) = tokio::task::spawn_blocking(move || {
+        let st = l.proc.wait(Duration::from_secs(40));
+        (st, l)
+    })
+    .await
+    .unwrap();
+    let st = st.unwrap_or_else(|| panic!("launcher kept running\n{}", l.output()));
+    let out = l.output();
+    assert!(!st.success(), "{out}");
+    assert!(out.contains("node 2 exited unexpectedly"), "{out}");
+    assert!(out.contains("Nothing is restarted"), "{out}");
+    assert!(out.contains("pharos_node"), "no log tail:\n{out}");
+    for i in [1u16, 3] {
+        assert!(out.contains(&format!("node {i} stopped")), "{out}");
+        assert!(
+            try_get(l.http(i), "/-/healthy").await.is_none(),
+            "node {i} still up"
+        );
+    }
+}
