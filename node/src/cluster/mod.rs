@@ -7,7 +7,8 @@
 //! `Replica` service other nodes call ([`replica`]), and the placement rule
 //! ([`placement_hash`], [`shard_of_labels`]); and this node's membership:
 //! start and shutdown ([`member`]), the rule leader ([`leader`]), the
-//! scrape assignment ([`assignment`]), cluster metrics ([`metrics`]), the
+//! scrape assignment ([`assignment`]), the copying of replicas moved here
+//! ([`moves`]), cluster metrics ([`metrics`]), the
 //! read-only `/api/v1/cluster/*` handlers ([`api`], the only HTTP here) and
 //! the local multi-process launcher behind `pharos cluster` ([`launcher`]).
 //! Must not: touch openraft beyond the meta node's handle (only
