@@ -902,7 +902,6 @@ impl ReplicatingSink {
             let handoff = Arc::clone(&self.handoff);
             let groups = Arc::clone(groups);
             let tx = tx.clone();
-            outstanding += 1;
             self.ctx.runtime.spawn(async move {
                 let outcome = send_to(&ctx, &metrics, node, req).await;
                 drop(guard);

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use pharos_query::engine::{AnnotationKind, Engine, QueryResult};
 use pharos_query::parser::ast::Expr;
 use pharos_query::parser::parse_with;
+use pharos_query::queryable::Queryable;
 
 use super::params::Params;
 use super::{json, json_ok, AppState};
@@ -47,6 +48,19 @@ fn engine(st: &AppState, p: &Params) -> Result<Engine, ApiError> {
     Ok(Engine::new(opts))
 }
 
+/// Where a query reads: the strict view, or with `partial_response=true`
+/// (Thanos's parameter) the view that answers without unreachable shards
+/// and says so in `warnings`. On a single node both are the same storage.
+fn queryable_for(st: &AppState, p: &Params) -> Result<Arc<dyn Queryable>, ApiError> {
+    match p.get("partial_response") {
+        None | Some("") | Some("false") | Some("0") => Ok(Arc::clone(&st.queryable)),
+        Some("true") | Some("1") => Ok(Arc::clone(&st.partial_queryable)),
+        Some(other) => Err(ApiError::bad(format!(
+            "invalid parameter \"partial_response\": cannot parse {other:?} as a boolean"
+        ))),
+    }
+}
+
 enum Kind {
     Instant(i64),
     Range { start: i64, end: i64, step: i64 },
@@ -54,11 +68,11 @@ enum Kind {
 
 async fn evaluate(
     st: &Arc<AppState>,
+    queryable: Arc<dyn Queryable>,
     engine: Engine,
     expr: Expr,
     kind: Kind,
 ) -> Result<(QueryResult, Duration), ApiError> {
-    let queryable = Arc::clone(&st.queryable);
     let queued = Instant::now();
     // Waiting for a slot counts against the query's timeout.
     let timeout = engine.options().timeout;
@@ -138,7 +152,8 @@ pub async fn instant(State(st): State<Arc<AppState>>, req: Request<Body>) -> Res
         let t = p.time("time", now_ms())?;
         let engine = engine(&st, &p)?;
         let (q, expr) = parse_query(&st, &p)?;
-        let (r, queue) = evaluate(&st, engine, expr, Kind::Instant(t)).await?;
+        let (r, queue) =
+            evaluate(&st, queryable_for(&st, &p)?, engine, expr, Kind::Instant(t)).await?;
         Ok::<_, ApiError>(answer(
             &q,
             &r,
@@ -187,7 +202,14 @@ pub async fn range(State(st): State<Arc<AppState>>, req: Request<Body>) -> Respo
         }
         let engine = engine(&st, &p)?;
         let (q, expr) = parse_query(&st, &p)?;
-        let (r, queue) = evaluate(&st, engine, expr, Kind::Range { start, end, step }).await?;
+        let (r, queue) = evaluate(
+            &st,
+            queryable_for(&st, &p)?,
+            engine,
+            expr,
+            Kind::Range { start, end, step },
+        )
+        .await?;
         Ok::<_, ApiError>(answer(
             &q,
             &r,

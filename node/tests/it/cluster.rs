@@ -1252,3 +1252,87 @@ async fn launcher_stops_everything_when_a_node_dies() {
         );
     }
 }
+
+/// RF 1 on three nodes, one node SIGKILLed: a query that needs its shards
+/// fails and names them; with `partial_response=true` it answers from the
+/// rest and says what is missing in `warnings`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_shard_fails_the_query_unless_a_partial_answer_is_asked_for() {
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("pharos.yml");
+    std::fs::write(
+        &cfg,
+        "pharos:\n  cluster:\n    shards: 16\n    replication_factor: 1\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let mut s = Servers::start(&["--config", &cfg]);
+    for i in 1..=3 {
+        s.wait_ready(i).await;
+    }
+    // Enough targets that every node is the only replica of some of them.
+    let t = now_ms();
+    let ts: Vec<_> = (0..48)
+        .map(|k| {
+            series(
+                &[
+                    ("__name__", "partial_test"),
+                    ("instance", &format!("p-{k}:80")),
+                    ("job", "partial"),
+                ],
+                &[(t, k as f64)],
+            )
+        })
+        .collect();
+    let r = write_v1(s.http(1), &write_req(ts)).await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let query = |partial: Option<&str>| {
+        let mut p = vec![
+            ("query", "count(partial_test)".to_string()),
+            ("time", format!("{:.3}", t as f64 / 1000.0)),
+        ];
+        if let Some(v) = partial {
+            p.push(("partial_response", v.to_string()));
+        }
+        let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        format!("/api/v1/query?{}", qs(&p))
+    };
+    let all = api(s.http(1), &query(None)).await;
+    assert_eq!(all["result"][0]["value"][1], "48", "{all}");
+
+    s.kill(3);
+    let shards = api(s.http(1), "/api/v1/cluster/shards").await;
+    let on_3: Vec<u64> = shards["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["replicas"] == serde_json::json!([3]))
+        .map(|a| a["shard"].as_u64().unwrap())
+        .collect();
+    assert!(!on_3.is_empty(), "node 3 holds no shard: {shards}");
+
+    let strict = bget(s.http(1), &query(None)).await;
+    let v = strict.json();
+    assert_ne!(strict.status, 200, "{v}");
+    assert_eq!(v["status"], "error", "{v}");
+    let msg = v["error"].as_str().unwrap();
+    let named: Vec<String> = on_3.iter().map(|s| s.to_string()).collect();
+    let want = format!("shards {} (", named.join(", "));
+    assert!(msg.contains(&want), "{msg} should name exactly {want}");
+
+    let r = bget(s.http(2), &query(Some("true"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let n: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 0.0 && n < 48.0, "partial count {n}: {v}");
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert!(!warnings.is_empty(), "{v}");
+
+    let bad = bget(s.http(1), &query(Some("perhaps"))).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert_eq!(bad.json()["errorType"], "bad_data");
+}
