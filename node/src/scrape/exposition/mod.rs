@@ -157,6 +157,16 @@ impl<'a> Parser<'a> {
             Inner::OpenMetrics(p) => p.next_entry(),
         }
     }
+
+    /// Hands a sample's label vector back once the caller is done with it,
+    /// so the next sample reuses its allocation instead of making one per
+    /// line.
+    pub fn recycle(&mut self, labels: Vec<Label<'a>>) {
+        match &mut self.inner {
+            Inner::Text(p) => p.recycle(labels),
+            Inner::OpenMetrics(p) => p.recycle(labels),
+        }
+    }
 }
 
 /// Parses a whole body into entries (tests and tools; the scrape loop pulls).

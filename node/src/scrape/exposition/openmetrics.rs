@@ -8,13 +8,17 @@
 
 use std::borrow::Cow;
 
-use super::{parse_value, unescape, Cursor, Entry, Exemplar, MetricType, ParseError, Sample};
+use super::{
+    parse_value, unescape, Cursor, Entry, Exemplar, Label, MetricType, ParseError, Sample,
+};
 
 pub struct OpenMetricsParser<'a> {
     src: &'a str,
     pos: usize,
     line: usize,
     eof: bool,
+    /// Label vector for the next sample (see [`super::Parser::recycle`]).
+    spare: Vec<Label<'a>>,
 }
 
 impl<'a> OpenMetricsParser<'a> {
@@ -24,7 +28,12 @@ impl<'a> OpenMetricsParser<'a> {
             pos: 0,
             line: 0,
             eof: false,
+            spare: Vec::new(),
         }
+    }
+
+    pub(super) fn recycle(&mut self, labels: Vec<Label<'a>>) {
+        self.spare = labels;
     }
 
     pub fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
@@ -53,16 +62,16 @@ impl<'a> OpenMetricsParser<'a> {
             }
             return Ok(None);
         }
-        parse_line(line).map(Some).map_err(err)
+        parse_line(line, &mut self.spare).map(Some).map_err(err)
     }
 }
 
-fn parse_line(line: &str) -> Result<Entry<'_>, String> {
+fn parse_line<'a>(line: &'a str, spare: &mut Vec<Label<'a>>) -> Result<Entry<'a>, String> {
     let c = Cursor::new(line);
     match c.peek() {
         None => Err("unexpected empty line".into()),
         Some(b'#') => parse_meta(c),
-        Some(_) => parse_sample(c).map(Entry::Sample),
+        Some(_) => parse_sample(c, spare).map(Entry::Sample),
     }
 }
 
@@ -144,12 +153,13 @@ fn parse_timestamp(t: &str) -> Result<i64, String> {
     Ok(ms as i64)
 }
 
-fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
+fn parse_sample<'a>(mut c: Cursor<'a>, spare: &mut Vec<Label<'a>>) -> Result<Sample<'a>, String> {
     let start = c.pos;
     let name = c
         .metric_name()
         .ok_or_else(|| format!("invalid metric name at {:?}", c.rest_short()))?;
-    let mut labels = Vec::new();
+    let mut labels = std::mem::take(spare);
+    labels.clear();
     if c.peek() == Some(b'{') {
         c.labels(false, &mut labels)?;
     }

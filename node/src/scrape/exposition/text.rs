@@ -8,12 +8,14 @@
 
 use std::borrow::Cow;
 
-use super::{parse_value, unescape, Cursor, Entry, MetricType, ParseError, Sample};
+use super::{parse_value, unescape, Cursor, Entry, Label, MetricType, ParseError, Sample};
 
 pub struct TextParser<'a> {
     src: &'a str,
     pos: usize,
     line: usize,
+    /// Label vector for the next sample (see [`super::Parser::recycle`]).
+    spare: Vec<Label<'a>>,
 }
 
 impl<'a> TextParser<'a> {
@@ -22,7 +24,12 @@ impl<'a> TextParser<'a> {
             src,
             pos: 0,
             line: 0,
+            spare: Vec::new(),
         }
+    }
+
+    pub(super) fn recycle(&mut self, labels: Vec<Label<'a>>) {
+        self.spare = labels;
     }
 
     pub fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
@@ -35,7 +42,7 @@ impl<'a> TextParser<'a> {
             self.pos += advance;
             self.line += 1;
             let at = self.line;
-            match parse_line(line).map_err(|msg| ParseError { line: at, msg })? {
+            match parse_line(line, &mut self.spare).map_err(|msg| ParseError { line: at, msg })? {
                 Some(e) => return Ok(Some(e)),
                 None => continue,
             }
@@ -44,7 +51,7 @@ impl<'a> TextParser<'a> {
     }
 }
 
-fn parse_line(line: &str) -> Result<Option<Entry<'_>>, String> {
+fn parse_line<'a>(line: &'a str, spare: &mut Vec<Label<'a>>) -> Result<Option<Entry<'a>>, String> {
     let mut c = Cursor::new(line);
     c.skip_blank();
     match c.peek() {
@@ -53,7 +60,7 @@ fn parse_line(line: &str) -> Result<Option<Entry<'_>>, String> {
             c.pos += 1;
             parse_comment(c)
         }
-        Some(_) => parse_sample(c).map(|s| Some(Entry::Sample(s))),
+        Some(_) => parse_sample(c, spare).map(|s| Some(Entry::Sample(s))),
     }
 }
 
@@ -100,13 +107,14 @@ fn parse_comment(mut c: Cursor<'_>) -> Result<Option<Entry<'_>>, String> {
     Ok(Some(Entry::Type { family, kind }))
 }
 
-fn parse_sample(mut c: Cursor<'_>) -> Result<Sample<'_>, String> {
+fn parse_sample<'a>(mut c: Cursor<'a>, spare: &mut Vec<Label<'a>>) -> Result<Sample<'a>, String> {
     let start = c.pos;
     let name = c
         .metric_name()
         .ok_or_else(|| format!("invalid metric name at {:?}", c.rest_short()))?;
     c.skip_blank();
-    let mut labels = Vec::new();
+    let mut labels = std::mem::take(spare);
+    labels.clear();
     if c.peek() == Some(b'{') {
         c.labels(true, &mut labels)?;
     }
