@@ -10,7 +10,6 @@
 //! exist (the manager does).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -124,9 +123,13 @@ impl Default for TargetStatus {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub samples: Vec<(Labels, i64, f64)>,
-    /// The storage ref cell of each sample's series (`refs[i]` for
-    /// `samples[i]`), from the series cache: see [`RefSlot`].
-    pub refs: Vec<RefSlot>,
+    /// The storage ref of each sample's series as the series cache knows
+    /// it (`hints[i]` for `samples[i]`; `None`: not known yet).
+    pub hints: Vec<Option<SeriesRef>>,
+    /// The series cache slot of each sample (`slots[i]` for `samples[i]`),
+    /// valid in the cache's `epoch` it was taken in.
+    slots: Vec<usize>,
+    epoch: u64,
     /// Tracked series (no explicit timestamp) not tracked by the previous
     /// successful scrape: `scrape_series_added`.
     pub added: usize,
@@ -192,9 +195,36 @@ fn meta_entry<'m>(m: &'m mut HashMap<String, MetricMeta>, family: &str) -> &'m m
 /// the series stamped by the previous successful scrape but not by this one
 /// are the ones that disappeared. Valid for one target and job settings;
 /// [`SeriesCache::reset`] starts over, carrying the tracked series along.
+///
+/// Entries live in a slab (`entries`), found by series text through `map`.
+/// Targets expose their series in the same order every scrape, so the
+/// previous scrape's line order (`order`) is tried first: a line whose text
+/// equals the previous scrape's line at the same position skips hashing it
+/// and a random probe of the map.
 #[derive(Default)]
 pub struct SeriesCache {
-    map: HashMap<Box<str>, CacheEntry, xxhash_rust::xxh3::Xxh3Builder>,
+    /// Series text → slot in `entries`.
+    map: HashMap<Arc<str>, usize, xxhash_rust::xxh3::Xxh3Builder>,
+    /// A free slot has an empty key (no series text is empty) and no labels.
+    entries: Vec<CacheEntry>,
+    free: Vec<usize>,
+    /// Slot of each sample line of the latest scrape, in body order.
+    order: Vec<usize>,
+    /// Spare buffer for the next `order`.
+    next_order: Vec<usize>,
+    /// Bumped whenever slots are freed: a slot number taken before (a
+    /// batch's `slots`, `recycled`) is valid only in the epoch it was
+    /// taken in.
+    epoch: u64,
+    /// The scraped samples of the last written batch, given back after its
+    /// write ([`LoopState::written`]), with their slots and epoch. The next
+    /// scrape overwrites time and value in place where a sample's slot is
+    /// the same, so steady scrapes neither clone nor drop labels (each a
+    /// cache miss on the label set's reference count).
+    recycled: Vec<Sample>,
+    recycled_slots: Vec<usize>,
+    recycled_hints: Vec<Option<SeriesRef>>,
+    recycled_epoch: u64,
     /// Number of the latest `process_body` call.
     scrape: u64,
     /// The scrape whose tracked series are live (None after a failure).
@@ -206,23 +236,34 @@ pub struct SeriesCache {
     carry: Vec<Labels>,
 }
 
-/// The storage ref of one cached series (0 = not known yet), as the sink
-/// last returned it; later scrapes hand it back as a hint so the sink can
-/// append by ref instead of looking the series up by its labels (as
-/// Prometheus's scrape cache does). Shared with the batch in flight, which
-/// stores the ref once the write returns.
-pub type RefSlot = Arc<AtomicU64>;
-
 struct CacheEntry {
+    /// The series text (shared with the map's key).
+    key: Arc<str>,
     /// `None`: dropped by metric relabeling.
     labels: Option<Labels>,
-    /// Storage ref of `labels`' series; see [`RefSlot`].
-    sref: RefSlot,
+    /// Storage ref of `labels`' series as the sink last returned it (0 =
+    /// not known yet); later scrapes hand it back as a hint so the sink can
+    /// append by ref instead of looking the series up by its labels (as
+    /// Prometheus's scrape cache does).
+    sref: u64,
     last_seen: u64,
     /// Scrape that last tracked this series (0 = never).
     tracked_at: u64,
     /// Whether the series was live before the scrape that last tracked it.
     in_prev: bool,
+}
+
+impl CacheEntry {
+    fn vacant() -> CacheEntry {
+        CacheEntry {
+            key: Arc::from(""),
+            labels: None,
+            sref: 0,
+            last_seen: 0,
+            tracked_at: 0,
+            in_prev: false,
+        }
+    }
 }
 
 impl SeriesCache {
@@ -232,6 +273,12 @@ impl SeriesCache {
         let live = self.live();
         self.carry.extend(live);
         self.map.clear();
+        self.entries.clear();
+        self.free.clear();
+        self.order.clear();
+        self.recycled.clear();
+        self.recycled_slots.clear();
+        self.epoch += 1;
         self.last_ok = None;
         self.failed = None;
     }
@@ -249,8 +296,8 @@ impl SeriesCache {
         let mut out = self.carry.clone();
         if let Some(ok) = self.last_ok {
             out.extend(
-                self.map
-                    .values()
+                self.entries
+                    .iter()
                     .filter(|e| e.tracked_at == ok)
                     .filter_map(|e| e.labels.clone()),
             );
@@ -263,8 +310,8 @@ impl SeriesCache {
         let cur = self.scrape;
         let mut gone: Vec<Labels> = match self.last_ok {
             Some(prev) if prev != cur => self
-                .map
-                .values()
+                .entries
+                .iter()
                 .filter(|e| e.tracked_at == prev)
                 .filter_map(|e| e.labels.clone())
                 .collect(),
@@ -275,8 +322,8 @@ impl SeriesCache {
             // Two series texts can label to one series; it is gone only if
             // no text of this scrape produced it.
             let now: HashSet<&Labels> = self
-                .map
-                .values()
+                .entries
+                .iter()
                 .filter(|e| e.tracked_at == cur)
                 .filter_map(|e| e.labels.as_ref())
                 .collect();
@@ -294,8 +341,8 @@ impl SeriesCache {
         let prev = self.last_ok;
         let failed = self.failed;
         let mut gone: Vec<Labels> = self
-            .map
-            .values()
+            .entries
+            .iter()
             .filter(|e| Some(e.tracked_at) == prev || (Some(e.tracked_at) == failed && e.in_prev))
             .filter_map(|e| e.labels.clone())
             .collect();
@@ -313,8 +360,59 @@ impl SeriesCache {
     fn trim(&mut self, live: usize) {
         if self.map.len() > 2 * live + 64 {
             let cur = self.scrape;
-            self.map.retain(|_, e| e.last_seen == cur);
+            let entries = &mut self.entries;
+            let free = &mut self.free;
+            self.map.retain(|_, slot| {
+                let keep = entries[*slot].last_seen == cur;
+                if !keep {
+                    entries[*slot] = CacheEntry::vacant();
+                    free.push(*slot);
+                }
+                keep
+            });
+            self.epoch += 1;
         }
+    }
+
+    /// The slot of a sample line's series: the previous scrape's line at
+    /// this position when the text is the same, else the map's, else a new
+    /// entry labeled by `label`.
+    fn slot(
+        &mut self,
+        line: usize,
+        series: &str,
+        label: impl FnOnce() -> Result<Option<Labels>, ScrapeError>,
+    ) -> Result<usize, ScrapeError> {
+        if let Some(&slot) = self.order.get(line) {
+            if self.entries.get(slot).is_some_and(|e| &*e.key == series) {
+                return Ok(slot);
+            }
+        }
+        if let Some(&slot) = self.map.get(series) {
+            return Ok(slot);
+        }
+        let labels = label()?;
+        let key: Arc<str> = Arc::from(series);
+        let entry = CacheEntry {
+            key: Arc::clone(&key),
+            labels,
+            sref: 0,
+            last_seen: 0,
+            tracked_at: 0,
+            in_prev: false,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.entries[slot] = entry;
+                slot
+            }
+            None => {
+                self.entries.push(entry);
+                self.entries.len() - 1
+            }
+        };
+        self.map.insert(key, slot);
+        Ok(slot)
     }
 }
 
@@ -363,9 +461,21 @@ pub fn process_body(
 ) -> Result<Batch, ScrapeError> {
     let mut p = Parser::new(body, format)?;
     let mut batch = Batch::default();
+    if cache.recycled_epoch == cache.epoch {
+        batch.samples = std::mem::take(&mut cache.recycled);
+        batch.slots = std::mem::take(&mut cache.recycled_slots);
+    } else {
+        cache.recycled.clear();
+        cache.recycled_slots.clear();
+    }
+    batch.hints = std::mem::take(&mut cache.recycled_hints);
+    batch.hints.clear();
+    batch.epoch = cache.epoch;
     let mut pairs: Vec<(String, String)> = Vec::new();
     cache.scrape += 1;
     let scrape = cache.scrape;
+    let mut order = std::mem::take(&mut cache.next_order);
+    order.clear();
     let res = fill_batch(
         &mut p,
         target_labels,
@@ -375,7 +485,9 @@ pub fn process_body(
         scrape,
         &mut batch,
         &mut pairs,
+        &mut order,
     );
+    cache.next_order = std::mem::replace(&mut cache.order, order);
     if let Err(e) = res {
         cache.failed = Some(scrape);
         return Err(e);
@@ -393,10 +505,19 @@ fn fill_batch(
     scrape: u64,
     batch: &mut Batch,
     pairs: &mut Vec<(String, String)>,
+    order: &mut Vec<usize>,
 ) -> Result<(), ScrapeError> {
     let prev = cache.last_ok;
-    while let Some(entry) = p.next_entry()? {
-        let s = match entry {
+    // Samples emitted so far; `batch.samples[n..]` is what is left of the
+    // recycled batch.
+    let mut n = 0;
+    let res = loop {
+        let entry = match p.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        };
+        let mut s = match entry {
             Entry::Sample(s) => s,
             Entry::Type { family, kind } => {
                 meta_entry(&mut batch.metadata, family).kind = kind.as_str();
@@ -411,27 +532,24 @@ fn fill_batch(
                 continue;
             }
         };
+        let line = batch.scraped;
         batch.scraped += 1;
         let explicit = if job.honor_timestamps {
             s.timestamp_ms
         } else {
             None
         };
-        let e = match cache.map.get_mut(s.series) {
-            Some(e) => e,
-            None => {
-                let l = label_sample(&s, target_labels, job, pairs)?;
-                cache.map.entry(s.series.into()).or_insert(CacheEntry {
-                    labels: l,
-                    sref: RefSlot::default(),
-                    last_seen: 0,
-                    tracked_at: 0,
-                    in_prev: false,
-                })
-            }
+        let slot = match cache.slot(line, s.series, || {
+            label_sample(&s, target_labels, job, pairs)
+        }) {
+            Ok(slot) => slot,
+            Err(e) => break Err(e),
         };
+        p.recycle(std::mem::take(&mut s.labels));
+        order.push(slot);
+        let e = &mut cache.entries[slot];
         e.last_seen = scrape;
-        let Some(labels) = e.labels.clone() else {
+        let Some(labels) = &e.labels else {
             continue;
         };
         if let Some(ex) = &s.exemplar {
@@ -452,15 +570,26 @@ fn fill_batch(
                 batch.added += 1;
             }
         }
-        batch.refs.push(Arc::clone(&e.sref));
-        batch
-            .samples
-            .push((labels, explicit.unwrap_or(scrape_ts), s.value));
-        if job.sample_limit > 0 && batch.samples.len() as u64 > job.sample_limit {
-            return Err(ScrapeError::SampleLimit(job.sample_limit));
+        let t = explicit.unwrap_or(scrape_ts);
+        if batch.slots.get(n) == Some(&slot) {
+            let out = &mut batch.samples[n];
+            out.1 = t;
+            out.2 = s.value;
+        } else {
+            batch.samples.truncate(n);
+            batch.slots.truncate(n);
+            batch.samples.push((labels.clone(), t, s.value));
+            batch.slots.push(slot);
         }
-    }
-    Ok(())
+        batch.hints.push((e.sref != 0).then_some(SeriesRef(e.sref)));
+        n += 1;
+        if job.sample_limit > 0 && n as u64 > job.sample_limit {
+            break Err(ScrapeError::SampleLimit(job.sample_limit));
+        }
+    };
+    batch.samples.truncate(n);
+    batch.slots.truncate(n);
+    res
 }
 
 fn check_labels(labels: &Labels, job: &JobSettings) -> Result<(), ScrapeError> {
@@ -558,9 +687,18 @@ pub struct LoopState {
     pub cache: SeriesCache,
     /// Metadata last sent to the sink, to send only changes.
     sent_meta: HashMap<String, MetricMeta>,
-    /// Ref cells of the leading samples of the batch [`LoopState::complete`]
-    /// last returned (its scraped samples); [`LoopState::take_refs`].
-    pending_refs: Vec<RefSlot>,
+    /// The scraped samples (the leading ones) of the batch
+    /// [`LoopState::complete`] last returned: their ref hints, and where
+    /// the refs the sink returns go ([`LoopState::written`]).
+    pending: Pending,
+}
+
+/// See [`LoopState::take_hints`].
+#[derive(Default)]
+struct Pending {
+    hints: Vec<Option<SeriesRef>>,
+    slots: Vec<usize>,
+    epoch: u64,
 }
 
 impl LoopState {
@@ -569,15 +707,44 @@ impl LoopState {
             status,
             cache: SeriesCache::default(),
             sent_meta: HashMap::new(),
-            pending_refs: Vec::new(),
+            pending: Pending::default(),
         }
     }
 
-    /// The ref cells of the batch the last [`LoopState::complete`] returned:
-    /// `cells[i]` belongs to `batch[i]`; fewer cells than samples (staleness
-    /// markers and report series have none). Pass them to [`write_batch`].
-    pub fn take_refs(&mut self) -> Vec<RefSlot> {
-        std::mem::take(&mut self.pending_refs)
+    /// The series ref hints of the batch the last [`LoopState::complete`]
+    /// returned: `hints[i]` belongs to `batch[i]`; fewer hints than samples
+    /// (staleness markers and report series have none). Pass them to
+    /// [`write_batch`], then its result to [`LoopState::written`].
+    pub fn take_hints(&mut self) -> Vec<Option<SeriesRef>> {
+        std::mem::take(&mut self.pending.hints)
+    }
+
+    /// After the batch of the last [`LoopState::complete`] was written:
+    /// keeps the series refs the sink returned (`refs[i]` for `batch[i]`)
+    /// for the next scrape's hints, and takes the batch and `hints` back so
+    /// the next scrape can reuse them.
+    pub fn written(
+        &mut self,
+        mut batch: Vec<Sample>,
+        mut hints: Vec<Option<SeriesRef>>,
+        refs: &[Option<SeriesRef>],
+    ) {
+        let slots = std::mem::take(&mut self.pending.slots);
+        let cache = &mut self.cache;
+        if self.pending.epoch != cache.epoch || slots.len() > batch.len() {
+            return;
+        }
+        for (&slot, r) in slots.iter().zip(refs) {
+            if let (Some(r), Some(e)) = (r, cache.entries.get_mut(slot)) {
+                e.sref = r.0;
+            }
+        }
+        batch.truncate(slots.len());
+        hints.clear();
+        cache.recycled = batch;
+        cache.recycled_slots = slots;
+        cache.recycled_hints = hints;
+        cache.recycled_epoch = self.pending.epoch;
     }
 
     /// Folds one scrape outcome into a batch for the sink (samples, report
@@ -591,11 +758,15 @@ impl LoopState {
         duration: Duration,
         outcome: Result<Batch, String>,
     ) -> (Vec<Sample>, Vec<(String, MetricMeta)>) {
-        self.pending_refs.clear();
+        self.pending = Pending::default();
         let (mut out, up, scraped, post, added, err, meta, exemplars, gone) = match outcome {
             Ok(b) => {
                 let post = b.samples.len();
-                self.pending_refs = b.refs;
+                self.pending = Pending {
+                    hints: b.hints,
+                    slots: b.slots,
+                    epoch: b.epoch,
+                };
                 let gone = self.cache.finish_ok();
                 self.cache.trim(b.scraped);
                 (
@@ -665,48 +836,43 @@ impl LoopState {
 }
 
 /// Writes one batch, passing the known series refs of its leading
-/// samples (`cells`, see [`LoopState::take_refs`]) as hints and keeping the
-/// refs the sink returns for the next scrape.
+/// samples as hints (see [`LoopState::take_hints`]); returns the refs the
+/// sink reports (`refs[i]` for `batch[i]`; empty when the sink reports
+/// none), for [`LoopState::written`].
 pub fn write_batch(
     sink: &dyn WriteSink,
     batch: &[(Labels, i64, f64)],
-    cells: &[RefSlot],
-) -> Result<(), crate::sink::SinkError> {
-    if cells.is_empty() {
-        return sink.write(batch).map(|_| ());
+    hints: &[Option<SeriesRef>],
+) -> Result<Vec<Option<SeriesRef>>, crate::sink::SinkError> {
+    if hints.is_empty() {
+        return sink.write(batch).map(|_| Vec::new());
     }
-    let hints: Vec<Option<SeriesRef>> = cells
-        .iter()
-        .map(|c| match c.load(Ordering::Relaxed) {
-            0 => None,
-            r => Some(SeriesRef(r)),
-        })
-        .collect();
-    let (_, refs) = sink.write_hinted(batch, &hints)?;
-    for (c, r) in cells.iter().zip(refs) {
-        if let Some(r) = r {
-            c.store(r.0, Ordering::Relaxed);
-        }
-    }
-    Ok(())
+    sink.write_hinted(batch, hints).map(|(_, refs)| refs)
+}
+
+/// What a write gives back for [`LoopState::written`].
+struct Written {
+    batch: Vec<Sample>,
+    hints: Vec<Option<SeriesRef>>,
+    refs: Vec<Option<SeriesRef>>,
 }
 
 async fn write(
     sink: &Arc<dyn WriteSink>,
     batch: Vec<(Labels, i64, f64)>,
     meta: Vec<(String, MetricMeta)>,
-    cells: Vec<RefSlot>,
-) -> Result<(), String> {
+    hints: Vec<Option<SeriesRef>>,
+) -> Result<Written, String> {
     let sink = Arc::clone(sink);
     let res = tokio::task::spawn_blocking(move || {
         if !meta.is_empty() {
             sink.write_metadata(meta);
         }
-        write_batch(sink.as_ref(), &batch, &cells)
+        write_batch(sink.as_ref(), &batch, &hints).map(|refs| Written { batch, hints, refs })
     })
     .await;
     match res {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err(e.to_string()),
         Err(e) => Err(format!("append task failed: {e}")),
     }
@@ -786,11 +952,14 @@ pub async fn run(
         };
         let duration = t0.elapsed();
         let (batch, meta) = state.complete(&series_labels, ts, started, duration, outcome);
-        let cells = state.take_refs();
-        if let Err(e) = write(&sink, batch, meta, cells).await {
-            let mut st = state.status.write();
-            st.health = Health::Down;
-            st.last_error = format!("appending scraped samples: {e}");
+        let hints = state.take_hints();
+        match write(&sink, batch, meta, hints).await {
+            Ok(w) => state.written(w.batch, w.hints, &w.refs),
+            Err(e) => {
+                let mut st = state.status.write();
+                st.health = Health::Down;
+                st.last_error = format!("appending scraped samples: {e}");
+            }
         }
         // A slow scrape must not queue up missed ticks.
         let now = tokio::time::Instant::now();
@@ -822,6 +991,47 @@ mod tests {
         ts: i64,
     ) -> Result<Batch, ScrapeError> {
         process_body(body, format, t, j, ts, &mut SeriesCache::default())
+    }
+
+    /// Later scrapes reuse the previous batch (time and value overwritten
+    /// where the series is the same): whatever the order, drops and resets,
+    /// each batch equals what a fresh cache makes of the body.
+    #[test]
+    fn recycled_batches_match_a_fresh_cache() {
+        let j = job("    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: drop_.*\n        action: drop\n");
+        let t = target();
+        let bodies: [&[u8]; 7] = [
+            b"a 1\nb 2\nc 3\n",
+            b"a 4\nb 5\nc 6\n",
+            b"a 7\ndrop_x 1\nc 8\nb 9\nd 10\n",
+            b"a 11\nc 12 5000\nb 13\n",
+            b"b 14\n",
+            b"a{} 15\na 16\nb 17\nc 18\n",
+            b"a 19\nb 20\nc 21\n",
+        ];
+        let mut s = LoopState::new(Arc::new(RwLock::new(TargetStatus::default())));
+        for (i, body) in bodies.iter().enumerate() {
+            if i == 6 {
+                s.cache.reset();
+            }
+            let ts = 1000 * (i as i64 + 1);
+            let want = pb(body, Format::PromText, &t, &j, ts).unwrap();
+            let got = process_body(body, Format::PromText, &t, &j, ts, &mut s.cache).unwrap();
+            assert_eq!(got.samples, want.samples, "scrape {i}");
+            assert_eq!(got.hints.len(), got.samples.len());
+            let (out, _) = s.complete(&t, ts, SystemTime::now(), Duration::ZERO, Ok(got));
+            let hints = s.take_hints();
+            let refs: Vec<_> = (0..hints.len())
+                .map(|k| Some(SeriesRef(k as u64 + 1)))
+                .collect();
+            s.written(out, hints, &refs);
+        }
+        // Refs returned by the sink come back as hints.
+        let b = process_body(bodies[6], Format::PromText, &t, &j, 9000, &mut s.cache).unwrap();
+        assert_eq!(
+            b.hints,
+            vec![Some(SeriesRef(1)), Some(SeriesRef(2)), Some(SeriesRef(3))]
+        );
     }
 
     #[test]
@@ -981,16 +1191,17 @@ mod tests {
             Duration::ZERO,
             b.map_err(|e| e.to_string()),
         );
-        let cells = s.take_refs();
-        write_batch(sink, &out, &cells).unwrap();
+        let hints = s.take_hints();
+        let refs = write_batch(sink, &out, &hints).unwrap();
+        s.written(out, hints, &refs);
     }
 
     fn cached_refs(s: &LoopState) -> Vec<(Labels, u64)> {
         let mut v: Vec<_> = s
             .cache
-            .map
-            .values()
-            .filter_map(|e| Some((e.labels.clone()?, e.sref.load(Ordering::Relaxed))))
+            .entries
+            .iter()
+            .filter_map(|e| Some((e.labels.clone()?, e.sref)))
             .collect();
         v.sort();
         v
