@@ -212,7 +212,12 @@ impl RuleManager {
             return;
         }
         let (q, sink) = self.cx_parts();
-        let mut g = g.lock();
+        // Evaluate a copy and publish it when done: the lock is never held
+        // across queries (which may wait on other nodes), so the rules and
+        // alerts APIs read the last finished evaluation without waiting.
+        // Only this group's task evaluates it, so no update is lost.
+        let shared = g;
+        let mut g = shared.lock().clone();
         let cx = EvalContext {
             engine: &self.opts.engine,
             queryable: q.as_ref(),
@@ -233,7 +238,7 @@ impl RuleManager {
             );
         }
         let alerts = self.alerts_to_send(&mut g, ts);
-        drop(g);
+        *shared.lock() = g;
         if let Some(n) = &self.notifier {
             n.send(alerts);
         }
@@ -417,6 +422,91 @@ mod tests {
         assert_eq!(active(&m), Some((AlertState::Pending, 60_000)));
         m.eval_all_at(360_000);
         assert_eq!(active(&m), Some((AlertState::Firing, 60_000)));
+    }
+
+    /// A queryable whose selects wait until the test releases them.
+    struct Gate {
+        head: Arc<Head>,
+        entered: std::sync::mpsc::SyncSender<()>,
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Queryable for Gate {
+        fn select(
+            &self,
+            mint: i64,
+            maxt: i64,
+            matchers: &[Matcher],
+            hints: Option<&pharos_storage::querier::SelectHints>,
+        ) -> Result<Vec<pharos_storage::series::Series>, pharos_query::engine::QueryError> {
+            let _ = self.entered.try_send(());
+            let _ = self.release.lock().recv();
+            Queryable::select(self.head.as_ref(), mint, maxt, matchers, hints)
+        }
+
+        fn label_names(
+            &self,
+            mint: i64,
+            maxt: i64,
+            matchers: &[Matcher],
+        ) -> Result<Vec<String>, pharos_query::engine::QueryError> {
+            Queryable::label_names(self.head.as_ref(), mint, maxt, matchers)
+        }
+
+        fn label_values(
+            &self,
+            name: &str,
+            mint: i64,
+            maxt: i64,
+            matchers: &[Matcher],
+        ) -> Result<Vec<String>, pharos_query::engine::QueryError> {
+            Queryable::label_values(self.head.as_ref(), name, mint, maxt, matchers)
+        }
+    }
+
+    #[test]
+    fn a_slow_evaluation_does_not_block_reading_the_groups() {
+        let head = Arc::new(Head::default());
+        let (entered_tx, entered) = std::sync::mpsc::sync_channel(1);
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let gate = Arc::new(Gate {
+            head: head.clone(),
+            entered: entered_tx,
+            release: Mutex::new(release_rx),
+        });
+        let m = RuleManager::new(
+            ManagerOptions::default(),
+            gate,
+            head.clone(),
+            Arc::new(crate::eval::AlwaysLeader),
+            Arc::new(SystemClock),
+            None,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("r.yml");
+        let rules = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n";
+        std::fs::write(&f, rules).unwrap();
+        m.load(&[f.to_string_lossy().to_string()]).unwrap();
+        let m2 = m.clone();
+        let eval = std::thread::spawn(move || m2.eval_all_at(60_000));
+        entered
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the evaluation reached the query");
+        // The evaluation is now waiting inside its query; reading the
+        // groups must not wait for it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m3 = m.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(m3.groups().len());
+        });
+        let read = rx.recv_timeout(std::time::Duration::from_secs(2));
+        for _ in 0..4 {
+            let _ = release.send(());
+        }
+        eval.join().unwrap();
+        assert_eq!(read, Ok(1), "groups() waited for a running evaluation");
+        // The finished evaluation is what readers see now.
+        assert!(m.groups()[0].rules[0].last_evaluation_ms > 0);
     }
 
     #[test]
