@@ -374,24 +374,19 @@ impl SeriesCache {
         }
     }
 
-    /// The slot of a sample line's series: the previous scrape's line at
-    /// this position when the text is the same, else the map's, else a new
-    /// entry labeled by `label`.
-    fn slot(
-        &mut self,
-        line: usize,
-        series: &str,
-        label: impl FnOnce() -> Result<Option<Labels>, ScrapeError>,
-    ) -> Result<usize, ScrapeError> {
+    /// The slot of a sample line's series, if known: the previous scrape's
+    /// line at this position when the text is the same, else the map's.
+    fn lookup(&self, line: usize, series: &str) -> Option<usize> {
         if let Some(&slot) = self.order.get(line) {
             if self.entries.get(slot).is_some_and(|e| &*e.key == series) {
-                return Ok(slot);
+                return Some(slot);
             }
         }
-        if let Some(&slot) = self.map.get(series) {
-            return Ok(slot);
-        }
-        let labels = label()?;
+        self.map.get(series).copied()
+    }
+
+    /// A new entry for a series text not in the cache.
+    fn insert(&mut self, series: &str, labels: Option<Labels>) -> usize {
         let key: Arc<str> = Arc::from(series);
         let entry = CacheEntry {
             key: Arc::clone(&key),
@@ -412,7 +407,7 @@ impl SeriesCache {
             }
         };
         self.map.insert(key, slot);
-        Ok(slot)
+        slot
     }
 }
 
@@ -512,7 +507,16 @@ fn fill_batch(
     // recycled batch.
     let mut n = 0;
     let res = loop {
-        let entry = match p.next_entry() {
+        // The cache is asked while the line is parsed, so that a known
+        // series text skips label parsing (`labels` then comes back empty).
+        let line = batch.scraped;
+        let mut asked: Option<Option<usize>> = None;
+        let next = p.next_entry_known(&mut |series| {
+            let found = cache.lookup(line, series);
+            asked = Some(found);
+            found.is_some()
+        });
+        let entry = match next {
             Ok(Some(e)) => e,
             Ok(None) => break Ok(()),
             Err(e) => break Err(e.into()),
@@ -532,18 +536,22 @@ fn fill_batch(
                 continue;
             }
         };
-        let line = batch.scraped;
         batch.scraped += 1;
         let explicit = if job.honor_timestamps {
             s.timestamp_ms
         } else {
             None
         };
-        let slot = match cache.slot(line, s.series, || {
-            label_sample(&s, target_labels, job, pairs)
-        }) {
-            Ok(slot) => slot,
-            Err(e) => break Err(e),
+        let known = match asked {
+            Some(found) => found,
+            None => cache.lookup(line, s.series),
+        };
+        let slot = match known {
+            Some(slot) => slot,
+            None => match label_sample(&s, target_labels, job, pairs) {
+                Ok(labels) => cache.insert(s.series, labels),
+                Err(e) => break Err(e),
+            },
         };
         p.recycle(std::mem::take(&mut s.labels));
         order.push(slot);

@@ -158,6 +158,22 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// As [`Parser::next_entry`], for callers that already know how to
+    /// label many series texts (the scrape loop's series cache): a Prometheus
+    /// text sample whose series text `known` accepts is not label-parsed
+    /// and comes back with empty `labels`. `known` is asked at most once
+    /// per sample and only then may `labels` be empty. OpenMetrics bodies
+    /// are always parsed in full (`known` is not asked).
+    pub fn next_entry_known(
+        &mut self,
+        known: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<Entry<'a>>, ParseError> {
+        match &mut self.inner {
+            Inner::Text(p) => p.next_entry_known(known),
+            Inner::OpenMetrics(p) => p.next_entry(),
+        }
+    }
+
     /// Hands a sample's label vector back once the caller is done with it,
     /// so the next sample reuses its allocation instead of making one per
     /// line.

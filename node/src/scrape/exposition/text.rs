@@ -33,6 +33,17 @@ impl<'a> TextParser<'a> {
     }
 
     pub fn next_entry(&mut self) -> Result<Option<Entry<'a>>, ParseError> {
+        self.next_entry_known(&mut |_| false)
+    }
+
+    /// As [`TextParser::next_entry`], but the label block of a sample whose
+    /// series text `known` accepts is only scanned for its end, not parsed:
+    /// that sample's `labels` come back empty. See
+    /// [`super::Parser::next_entry_known`].
+    pub fn next_entry_known(
+        &mut self,
+        known: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<Entry<'a>>, ParseError> {
         while self.pos < self.src.len() {
             let rest = &self.src[self.pos..];
             let (line, advance) = match rest.find('\n') {
@@ -42,7 +53,9 @@ impl<'a> TextParser<'a> {
             self.pos += advance;
             self.line += 1;
             let at = self.line;
-            match parse_line(line, &mut self.spare).map_err(|msg| ParseError { line: at, msg })? {
+            match parse_line(line, &mut self.spare, known)
+                .map_err(|msg| ParseError { line: at, msg })?
+            {
                 Some(e) => return Ok(Some(e)),
                 None => continue,
             }
@@ -51,7 +64,11 @@ impl<'a> TextParser<'a> {
     }
 }
 
-fn parse_line<'a>(line: &'a str, spare: &mut Vec<Label<'a>>) -> Result<Option<Entry<'a>>, String> {
+fn parse_line<'a>(
+    line: &'a str,
+    spare: &mut Vec<Label<'a>>,
+    known: &mut dyn FnMut(&str) -> bool,
+) -> Result<Option<Entry<'a>>, String> {
     let mut c = Cursor::new(line);
     c.skip_blank();
     match c.peek() {
@@ -60,7 +77,7 @@ fn parse_line<'a>(line: &'a str, spare: &mut Vec<Label<'a>>) -> Result<Option<En
             c.pos += 1;
             parse_comment(c)
         }
-        Some(_) => parse_sample(c, spare).map(|s| Some(Entry::Sample(s))),
+        Some(_) => parse_sample(c, spare, known).map(|s| Some(Entry::Sample(s))),
     }
 }
 
@@ -107,7 +124,11 @@ fn parse_comment(mut c: Cursor<'_>) -> Result<Option<Entry<'_>>, String> {
     Ok(Some(Entry::Type { family, kind }))
 }
 
-fn parse_sample<'a>(mut c: Cursor<'a>, spare: &mut Vec<Label<'a>>) -> Result<Sample<'a>, String> {
+fn parse_sample<'a>(
+    mut c: Cursor<'a>,
+    spare: &mut Vec<Label<'a>>,
+    known: &mut dyn FnMut(&str) -> bool,
+) -> Result<Sample<'a>, String> {
     let start = c.pos;
     let name = c
         .metric_name()
@@ -116,7 +137,14 @@ fn parse_sample<'a>(mut c: Cursor<'a>, spare: &mut Vec<Label<'a>>) -> Result<Sam
     let mut labels = std::mem::take(spare);
     labels.clear();
     if c.peek() == Some(b'{') {
-        c.labels(true, &mut labels)?;
+        // A series text accepted before parses the same way again (same
+        // bytes), and the scan ends where the parse would for any text the
+        // parse accepts; so a known text can skip the parse.
+        let end = label_block_end(c.s.as_bytes(), c.pos);
+        match end.and_then(|e| Some((e, c.s.get(start..e)?.trim_end()))) {
+            Some((e, series)) if known(series) => c.pos = e,
+            _ => c.labels(true, &mut labels)?,
+        }
     }
     let series = c.s.get(start..c.pos).unwrap_or(name).trim_end();
     c.skip_blank();
@@ -152,6 +180,30 @@ fn parse_sample<'a>(mut c: Cursor<'a>, spare: &mut Vec<Label<'a>>) -> Result<Sam
         timestamp_ms,
         exemplar: None,
     })
+}
+
+/// The position just after the `}` closing the label block that starts at
+/// `open` (a `{`), skipping quoted values (with `\\` escapes) as
+/// [`Cursor::labels`] does; `None` when the line ends first.
+fn label_block_end(b: &[u8], open: usize) -> Option<usize> {
+    let mut i = open + 1;
+    loop {
+        match *b.get(i)? {
+            b'}' => return Some(i + 1),
+            b'"' => {
+                i += 1;
+                loop {
+                    match *b.get(i)? {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +288,44 @@ nan_metric NaN\n";
                 kind: MetricType::Unknown
             }
         );
+    }
+
+    #[test]
+    fn known_series_skip_the_label_parse() {
+        let body = "m{a=\"x\\\"}\"} 1\n  sp { b = \"2\" }\t3 7\nm{a=\"y\"} 4\nn 5\n";
+        let full = parse(body).unwrap();
+        let mut p = TextParser::new(body);
+        let mut asked = Vec::new();
+        let mut known = |s: &str| {
+            asked.push(s.to_string());
+            s != "m{a=\"y\"}"
+        };
+        let mut got = Vec::new();
+        while let Some(e) = p.next_entry_known(&mut known).unwrap() {
+            got.push(e);
+        }
+        assert_eq!(
+            asked,
+            vec!["m{a=\"x\\\"}\"}", "sp { b = \"2\" }", "m{a=\"y\"}"]
+        );
+        assert_eq!(got.len(), full.len());
+        for (i, (g, f)) in got.iter().zip(&full).enumerate() {
+            let (Entry::Sample(g), Entry::Sample(f)) = (g, f) else {
+                panic!()
+            };
+            assert_eq!(
+                (g.series, g.value, g.timestamp_ms),
+                (f.series, f.value, f.timestamp_ms)
+            );
+            if i == 2 || i == 3 {
+                assert_eq!(g.labels, f.labels, "{i}");
+            } else {
+                assert!(g.labels.is_empty(), "{i}");
+            }
+        }
+        // An unterminated block is parsed (and refused) whatever `known` says.
+        let mut p = TextParser::new("m{a=\"x\" 1\n");
+        assert!(p.next_entry_known(&mut |_| true).is_err());
     }
 
     #[test]
