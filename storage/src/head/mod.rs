@@ -51,6 +51,7 @@ mod append;
 mod chunks_disk;
 mod index;
 mod read;
+mod refs;
 mod series;
 mod st;
 
@@ -234,7 +235,7 @@ impl HashStripe {
 }
 
 /// Series by ref.
-pub(crate) type RefStripe = U64Map<Arc<MemSeries>>;
+pub(crate) use refs::RefStripe;
 
 /// A stripe padded to its own cache line, so appenders on neighbouring
 /// stripes do not bounce one line between cores.
@@ -287,7 +288,7 @@ impl Head {
                 .map(|_| Padded(RwLock::new(HashStripe::default())))
                 .collect(),
             by_ref: (0..n)
-                .map(|_| Padded(RwLock::new(RefStripe::default())))
+                .map(|_| Padded(RwLock::new(RefStripe::new(n.trailing_zeros()))))
                 .collect(),
             index: RwLock::new(MemPostings::default()),
             last_ref: AtomicU64::new(0),
@@ -539,7 +540,7 @@ impl Head {
                 s.conflicts.capacity() * (entry + mem::size_of::<Vec<Arc<MemSeries>>>());
         }
         for s in self.by_ref.iter() {
-            st.index_bytes += (s.0.read().capacity() * 8 / 7) * entry;
+            st.index_bytes += s.0.read().heap_bytes();
         }
         st.index_bytes += self.index.read().heap_size();
         st
