@@ -146,8 +146,18 @@ impl ClusterCtx {
 /// in one shard), else the series hash. See ARCHITECTURE.md "Placement".
 pub fn placement_hash(labels: &Labels, placement_labels: &[String]) -> u64 {
     if !placement_labels.is_empty() && placement_labels.iter().all(|n| labels.has(n)) {
-        let names: Vec<&str> = placement_labels.iter().map(String::as_str).collect();
-        labels.hash_for(&names)
+        // Per sample on the write path: no allocation for the usual few
+        // placement labels.
+        let mut few = [""; 4];
+        if placement_labels.len() <= few.len() {
+            for (slot, n) in few.iter_mut().zip(placement_labels) {
+                *slot = n.as_str();
+            }
+            labels.hash_for(&few[..placement_labels.len()])
+        } else {
+            let names: Vec<&str> = placement_labels.iter().map(String::as_str).collect();
+            labels.hash_for(&names)
+        }
     } else {
         labels.hash()
     }

@@ -697,13 +697,13 @@ fn placement_hashes(names: &[String], matchers: &[Matcher]) -> Option<Vec<u64>> 
     // Allowed values per placement label: one matcher restricting it is
     // enough (a series matches every matcher, so each one's set holds its
     // value).
-    let mut allowed: Vec<Vec<&str>> = Vec::with_capacity(names.len());
+    let mut allowed: Vec<Vec<String>> = Vec::with_capacity(names.len());
     let mut combos = 1usize;
     for n in names {
         let values = matchers.iter().filter(|m| &m.name == n).find_map(|m| {
-            let v: Vec<&str> = match m.kind {
-                MatchType::Equal => vec![m.value.as_str()],
-                MatchType::Regex if m.set_matches().is_some() => m.value.split('|').collect(),
+            let v: Vec<String> = match m.kind {
+                MatchType::Equal => vec![m.value.clone()],
+                MatchType::Regex => m.set_matches()?,
                 _ => return None,
             };
             // An empty value admits series without the label, placed by
@@ -724,7 +724,7 @@ fn placement_hashes(names: &[String], matchers: &[Matcher]) -> Option<Vec<u64>> 
             .iter()
             .zip(&idx)
             .zip(&allowed)
-            .map(|((n, &i), vs)| (*n, vs[i]));
+            .map(|((n, &i), vs)| (*n, vs[i].as_str()));
         out.push(Labels::from_pairs(pairs).hash_for(&names_ref));
         // Next combination (odometer order).
         let mut k = 0;
@@ -1406,6 +1406,25 @@ pub(crate) mod tests {
             let want = reference_select(&refdb, ms).await;
             assert_eq!(want.len(), 6);
             assert_eq!(decode(&got), want);
+            // Escaped dots (as Grafana writes `$instance` values) are
+            // literals: the shards of exactly those two keys.
+            let ms = vec![
+                Matcher::equal("job", "job1"),
+                Matcher::new(MatchType::Regex, "instance", r"a\.b:9100|c\.d:9100").unwrap(),
+            ];
+            let mut want_shards: Vec<ShardId> = ["a.b:9100", "c.d:9100"]
+                .iter()
+                .map(|i| {
+                    let l =
+                        Labels::from_pairs([("__name__", "x"), ("instance", i), ("job", "job1")]);
+                    shard_of_labels(&l, &map)
+                })
+                .collect();
+            want_shards.sort_unstable();
+            want_shards.dedup();
+            let mut needed = needed_shards(&map, &ms);
+            needed.sort_unstable();
+            assert_eq!(needed, want_shards);
             // A set admitting the empty value does not narrow.
             let ms = vec![
                 Matcher::equal("job", "job1"),

@@ -125,7 +125,9 @@ fn serve(node: &mut TestNode, meta: Arc<dyn MetaClient>, listener: tokio::net::T
     let ctx = ClusterCtx::new(node.id, db, meta, Arc::new(MetadataStore::new(10_000)));
     let svc = ReplicaService::new(Arc::clone(&ctx)).into_server();
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // Nagle off: a streamed Select answer or a write reply must not wait
+    // for the peer's delayed ACK (≈40 ms per round trip otherwise).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     node.server = Some(tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(svc)

@@ -86,11 +86,26 @@ impl Matcher {
         if self.kind != MatchType::Regex {
             return None;
         }
-        let special = |c: char| "\\.+*?()[]{}^$".contains(c);
-        if self.value.chars().any(special) {
-            return None;
+        // A plain alternation of literals, where a backslash before a
+        // punctuation character makes it literal (`a\.b:9100|c\.d:9100`, as
+        // Grafana escapes variable values); anything else is a real regex.
+        let special = |c: char| "\\.+*?()[]{}^$|".contains(c);
+        let mut out = Vec::new();
+        let mut cur = String::new();
+        let mut chars = self.value.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '|' => out.push(std::mem::take(&mut cur)),
+                '\\' => match chars.next() {
+                    Some(e) if e.is_ascii_punctuation() => cur.push(e),
+                    _ => return None,
+                },
+                c if special(c) => return None,
+                c => cur.push(c),
+            }
         }
-        Some(self.value.split('|').map(str::to_string).collect())
+        out.push(cur);
+        Some(out)
     }
 }
 
@@ -127,6 +142,20 @@ mod tests {
         let m = Matcher::new(MatchType::Regex, "a", "a|b").unwrap();
         assert!(m.matches("a") && m.matches("b") && !m.matches("ab"));
         assert_eq!(m.set_matches(), Some(vec!["a".into(), "b".into()]));
+        let m = Matcher::new(MatchType::Regex, "i", r"a\.b:9100|c\.d:9100").unwrap();
+        assert_eq!(
+            m.set_matches(),
+            Some(vec!["a.b:9100".into(), "c.d:9100".into()])
+        );
+        for v in ["a.b:9100", "c.d:9100"] {
+            assert!(m.matches(v));
+        }
+        assert!(!m.matches("axb:9100"));
+        for not_a_set in [r"a\d", "a.b", "a|b*", "(a|b)"] {
+            let m = Matcher::new(MatchType::Regex, "i", not_a_set)
+                .unwrap_or_else(|e| panic!("{not_a_set}: {e}"));
+            assert_eq!(m.set_matches(), None, "{not_a_set}");
+        }
         let nm = Matcher::new(MatchType::NotRegex, "a", ".+").unwrap();
         assert!(nm.matches_empty());
         assert!(Matcher::new(MatchType::Regex, "a", "(").is_err());

@@ -236,18 +236,43 @@ impl Labels {
     }
 
     /// Hash of only the labels whose names are in `names` (sorted or not),
-    /// used for placement keys and PromQL grouping.
+    /// used for placement keys and PromQL grouping: `xxh3_64` of those
+    /// pairs' canonical encoding, in label order.
     pub fn hash_for(&self, names: &[&str]) -> u64 {
-        let mut buf = Vec::with_capacity(64);
-        for (n, v) in self.iter() {
-            if names.contains(&n) {
-                put_uvarint(&mut buf, n.len() as u64);
-                buf.extend_from_slice(n.as_bytes());
-                put_uvarint(&mut buf, v.len() as u64);
-                buf.extend_from_slice(v.as_bytes());
+        // The canonical encoding is the concatenation of the pairs'
+        // encodings, so when the chosen pairs are adjacent (instance and
+        // job usually are) their bytes are hashed in place, without a copy.
+        let buf = &self.buf[..];
+        let mut pos = 0;
+        let mut span: Option<(usize, usize)> = None;
+        let mut copy: Option<Vec<u8>> = None;
+        while pos < buf.len() {
+            let start = pos;
+            let n_len = get_uvarint(buf, &mut pos);
+            let name = &buf[pos..pos + n_len];
+            pos += n_len;
+            let v_len = get_uvarint(buf, &mut pos);
+            pos += v_len;
+            if !names.iter().any(|n| n.as_bytes() == name) {
+                continue;
+            }
+            match (&mut copy, &mut span) {
+                (Some(c), _) => c.extend_from_slice(&buf[start..pos]),
+                (None, Some((_, end))) if *end == start => *end = pos,
+                (None, Some((s, end))) => {
+                    let mut c = Vec::with_capacity(64);
+                    c.extend_from_slice(&buf[*s..*end]);
+                    c.extend_from_slice(&buf[start..pos]);
+                    copy = Some(c);
+                }
+                (None, None) => span = Some((start, pos)),
             }
         }
-        xxhash_rust::xxh3::xxh3_64(&buf)
+        match (copy, span) {
+            (Some(c), _) => xxhash_rust::xxh3::xxh3_64(&c),
+            (None, Some((s, e))) => xxhash_rust::xxh3::xxh3_64(&buf[s..e]),
+            (None, None) => xxhash_rust::xxh3::xxh3_64(&[]),
+        }
     }
 
     pub fn iter(&self) -> Iter<'_> {
@@ -527,6 +552,17 @@ mod tests {
             l.hash_for(&["job"]),
             xxhash_rust::xxh3::xxh3_64(b"\x03job\x04node")
         );
+        // Adjacent pairs are hashed in place, others copied together: the
+        // same value either way.
+        let l = Labels::from_pairs([("a", "1"), ("b", "2"), ("c", "3"), ("d", "")]);
+        let want = |b: &[u8]| xxhash_rust::xxh3::xxh3_64(b);
+        assert_eq!(l.hash_for(&["a", "b"]), want(b"\x01a\x011\x01b\x012"));
+        assert_eq!(l.hash_for(&["c", "a"]), want(b"\x01a\x011\x01c\x013"));
+        assert_eq!(
+            l.hash_for(&["c", "a", "b"]),
+            want(b"\x01a\x011\x01b\x012\x01c\x013")
+        );
+        assert_eq!(l.hash_for(&["x", "d"]), want(b""));
     }
 
     #[test]
