@@ -104,6 +104,12 @@ pub trait WriteSink: Send + Sync {
     /// appended (`None` otherwise), for the caller to pass next time. A
     /// stale hint falls back to the labels. The default ignores hints and
     /// returns none, for sinks without local series refs.
+    ///
+    /// This is the scrape path, and no client waits on a scrape: a sink
+    /// may return once the samples are written, before the fsync that
+    /// [`WriteSink::write`] waits for (the local sink does; they are
+    /// fsynced with the next acknowledged write, the interval timer or at
+    /// shutdown, and survive a process crash either way).
     fn write_hinted(
         &self,
         batch: &[(Labels, i64, f64)],
@@ -223,7 +229,7 @@ impl WriteSink for LocalSink {
         batch: &[(Labels, i64, f64)],
         hints: &[Option<SeriesRef>],
     ) -> Result<(WriteOutcome, Vec<Option<SeriesRef>>), SinkError> {
-        let (stats, refs) = self.db.append_hinted(batch, hints)?;
+        let (stats, refs) = self.db.append_hinted_unsynced(batch, hints)?;
         Ok((outcome(stats), refs))
     }
 

@@ -446,7 +446,25 @@ impl Db {
         hints: &[Option<SeriesRef>],
     ) -> Result<(AppendStats, Vec<Option<SeriesRef>>), StorageError> {
         let mut out = vec![None; samples.len()];
-        let stats = self.append_core(samples, None, hints, Some(&mut out))?;
+        let stats = self.append_core(samples, None, hints, Some(&mut out), true)?;
+        Ok((stats, out))
+    }
+
+    /// As [`Db::append_hinted`], but returns once the samples are written
+    /// to the WAL, without waiting for the fsync [`FsyncPolicy::Always`]
+    /// asks for acknowledged writes. For scraped samples, which no client
+    /// waits on (Prometheus does not fsync its WAL per append either). They
+    /// become durable with the next fsync: of a later acknowledged append,
+    /// a segment rotation, the interval timer, or [`Db::sync`] at shutdown.
+    /// A process crash loses none of them (they are in the page cache); a
+    /// kernel crash or power loss may lose those written since that fsync.
+    pub fn append_hinted_unsynced(
+        &self,
+        samples: &[(Labels, i64, f64)],
+        hints: &[Option<SeriesRef>],
+    ) -> Result<(AppendStats, Vec<Option<SeriesRef>>), StorageError> {
+        let mut out = vec![None; samples.len()];
+        let stats = self.append_core(samples, None, hints, Some(&mut out), false)?;
         Ok((stats, out))
     }
 
@@ -455,7 +473,7 @@ impl Db {
         samples: &[(Labels, i64, f64)],
         sts: Option<&[i64]>,
     ) -> Result<AppendStats, StorageError> {
-        self.append_core(samples, sts, &[], None)
+        self.append_core(samples, sts, &[], None, true)
     }
 
     fn append_core(
@@ -464,6 +482,7 @@ impl Db {
         sts: Option<&[i64]>,
         hints: &[Option<SeriesRef>],
         mut out_refs: Option<&mut Vec<Option<SeriesRef>>>,
+        durable: bool,
     ) -> Result<AppendStats, StorageError> {
         let mut stats = AppendStats::default();
         // Resolve known series outside the lock; only creation needs it.
@@ -545,7 +564,7 @@ impl Db {
                 }
             }
         };
-        if let Some(seq) = seq {
+        if let (Some(seq), true) = (seq, durable) {
             self.wal.wait_durable(seq)?;
         }
         stats.appended = accepted.len() + accepted_st.len();
@@ -810,6 +829,30 @@ mod tests {
         assert_eq!(dump(&a), want);
         assert_eq!(a.open_report().samples_applied, 199);
         assert!(a.open_report().corruptions().is_empty());
+    }
+
+    #[test]
+    fn unsynced_appends_skip_the_fsync_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = opts(); // fsync: always
+        let db = Db::open(dir.path(), o.clone()).unwrap();
+        let before = db.wal().stats().fsyncs;
+        let (st, refs) = db
+            .append_hinted_unsynced(&[(lbl("m", 0), 1000, 1.0), (lbl("m", 1), 1000, 2.0)], &[])
+            .unwrap();
+        assert_eq!(st.appended, 2);
+        assert_eq!(db.wal().stats().fsyncs, before, "no fsync waited for");
+        db.append_hinted_unsynced(&[(lbl("m", 0), 2000, 3.0)], &refs)
+            .unwrap();
+        assert_eq!(db.wal().stats().fsyncs, before);
+        // An acknowledged append fsyncs, covering what was written before.
+        db.append(&[(lbl("m", 1), 2000, 4.0)]).unwrap();
+        assert!(db.wal().stats().fsyncs > before);
+        let want = dump(&db);
+        drop(db);
+        let db = Db::open(dir.path(), o).unwrap();
+        assert_eq!(dump(&db), want);
+        assert_eq!(db.open_report().samples_applied, 4);
     }
 
     #[test]
