@@ -24,7 +24,6 @@
 //! queries are asked of every system, the first answers compared, and timed
 //! runs alternate between systems so they see the same noise.
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -423,6 +422,11 @@ fn build_requests(w: &Workload, per_request: usize, senders: usize) -> Result<Re
 mod http;
 use http::{api_time, pct_encode, Http};
 
+#[path = "../../query/benches/support/answers.rs"]
+#[allow(dead_code)]
+mod answers;
+use answers::{ms, quantiles};
+
 // ---------------------------------------------------------------------------
 // Servers
 
@@ -769,25 +773,7 @@ fn cases(w: &Workload) -> Vec<Case> {
     out
 }
 
-type Answer = Vec<(BTreeMap<String, String>, Vec<(i64, f64)>)>;
-
-fn prom_point(p: &serde_json::Value) -> Result<(i64, f64)> {
-    let t = p
-        .get(0)
-        .and_then(|t| t.as_f64())
-        .ok_or("sample without a timestamp")?;
-    let s = p
-        .get(1)
-        .and_then(|v| v.as_str())
-        .ok_or("sample value is not a string")?;
-    let v = match s {
-        "NaN" => f64::NAN,
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s.parse()?,
-    };
-    Ok(((t * 1000.0).round() as i64, v))
-}
+type Answer = Vec<answers::Series>;
 
 fn parse_answer(body: &[u8]) -> Result<Answer> {
     let j: serde_json::Value = serde_json::from_slice(body)?;
@@ -795,29 +781,7 @@ fn parse_answer(body: &[u8]) -> Result<Answer> {
         .pointer("/data/result")
         .and_then(|r| r.as_array())
         .ok_or("response without data.result")?;
-    let mut out: Answer = Vec::with_capacity(result.len());
-    for s in result {
-        let metric = s
-            .get("metric")
-            .and_then(|m| m.as_object())
-            .ok_or("series without metric")?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
-        let points = if let Some(v) = s.get("value") {
-            vec![prom_point(v)?]
-        } else {
-            s.get("values")
-                .and_then(|v| v.as_array())
-                .ok_or("series without values")?
-                .iter()
-                .map(prom_point)
-                .collect::<Result<_>>()?
-        };
-        out.push((metric, points));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
+    answers::series_of(result)
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -855,28 +819,6 @@ fn compare(a: &Answer, b: &Answer) -> Option<String> {
         (n, _) => Some(format!(
             "timestamps differ in {n} series; max rel {worst:.1e} elsewhere"
         )),
-    }
-}
-
-/// Median and p99, nearest rank over every run (exact; at most a few
-/// hundred runs per case).
-fn quantiles(v: &mut [Duration]) -> (Duration, Duration) {
-    v.sort();
-    let rank = |q: f64| {
-        let r = (q * v.len() as f64).ceil() as usize;
-        v[r.clamp(1, v.len()) - 1]
-    };
-    (rank(0.5), rank(0.99))
-}
-
-fn ms(d: Duration) -> String {
-    let m = d.as_secs_f64() * 1000.0;
-    if m < 10.0 {
-        format!("{m:.2}")
-    } else if m < 100.0 {
-        format!("{m:.1}")
-    } else {
-        format!("{m:.0}")
     }
 }
 

@@ -29,7 +29,6 @@
 //! subtracted from it. Every case's first answer from each side is compared
 //! (labels, timestamps, values within 1e-9 relative).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pharos_proto::prometheus as prompb;
@@ -412,6 +411,11 @@ fn remote_write(w: &Workload, http: &mut Http, batch_series: usize) -> Result<(D
 mod http;
 use http::{api_time, pct_encode, Http};
 
+#[path = "support/answers.rs"]
+#[allow(dead_code)]
+mod answers;
+use answers::{ms, quantiles};
+
 // ---------------------------------------------------------------------------
 // Cases
 
@@ -488,7 +492,7 @@ impl Case {
 }
 
 /// A result normalised for comparison: series sorted by labels.
-type Series = (BTreeMap<String, String>, Vec<(i64, f64)>);
+use answers::Series;
 
 fn run_pharos(engine: &Engine, head: &Head, c: &Case) -> Result<(Duration, QueryStats, Value)> {
     let started = Instant::now();
@@ -539,25 +543,6 @@ fn run_prometheus(http: &mut Http, c: &Case, stats: bool) -> Result<(Duration, V
     Ok((took, body))
 }
 
-fn prom_float(v: &serde_json::Value) -> Result<f64> {
-    let s = v.as_str().ok_or("sample value is not a string")?;
-    Ok(match s {
-        "NaN" => f64::NAN,
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s.parse()?,
-    })
-}
-
-fn prom_point(p: &serde_json::Value) -> Result<(i64, f64)> {
-    let t = p
-        .get(0)
-        .and_then(|t| t.as_f64())
-        .ok_or("sample without a timestamp")?;
-    let v = prom_float(p.get(1).ok_or("sample without a value")?)?;
-    Ok(((t * 1000.0).round() as i64, v))
-}
-
 /// What Prometheus says a query cost (`stats=all`).
 #[derive(Clone, Copy, Default)]
 struct PromStats {
@@ -576,28 +561,7 @@ fn prometheus_series(body: &[u8]) -> Result<(Vec<Series>, PromStats)> {
         .get("result")
         .and_then(|r| r.as_array())
         .ok_or("response without a result array")?;
-    let mut out: Vec<Series> = Vec::with_capacity(result.len());
-    for s in result {
-        let metric = s
-            .get("metric")
-            .and_then(|m| m.as_object())
-            .ok_or("series without metric")?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .collect();
-        let points = if let Some(v) = s.get("value") {
-            vec![prom_point(v)?]
-        } else {
-            s.get("values")
-                .and_then(|v| v.as_array())
-                .ok_or("series without values")?
-                .iter()
-                .map(prom_point)
-                .collect::<Result<_>>()?
-        };
-        out.push((metric, points));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let out = answers::series_of(result)?;
     let stats = PromStats {
         queryable: data
             .pointer("/stats/samples/totalQueryableSamples")
@@ -647,27 +611,6 @@ fn compare(p: &[Series], q: &[Series]) -> Option<String> {
         }
     }
     None
-}
-
-/// Median and p99 (nearest rank; the maximum below 100 runs).
-fn quantiles(v: &mut [Duration]) -> (Duration, Duration) {
-    v.sort();
-    let rank = |q: f64| {
-        let r = (q * v.len() as f64).ceil() as usize;
-        v[r.clamp(1, v.len()) - 1]
-    };
-    (rank(0.5), rank(0.99))
-}
-
-fn ms(d: Duration) -> String {
-    let m = d.as_secs_f64() * 1000.0;
-    if m < 10.0 {
-        format!("{m:.2}")
-    } else if m < 100.0 {
-        format!("{m:.1}")
-    } else {
-        format!("{m:.0}")
-    }
 }
 
 fn si(x: f64) -> String {
