@@ -61,6 +61,29 @@ impl Drop for Proc {
     }
 }
 
+/// Prometheus 2.42 on `cfg`, its data under `dir/prom`, on a free port;
+/// its stderr goes to `dir/prom.log` when `log`. Killed on drop.
+fn start_prometheus(cfg: &std::path::Path, dir: &std::path::Path, log: bool) -> (Proc, SocketAddr) {
+    let addr = free_addr();
+    let stderr = if log {
+        Stdio::from(std::fs::File::create(dir.join("prom.log")).unwrap())
+    } else {
+        Stdio::null()
+    };
+    let child = Command::new(PROMETHEUS)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("prom").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    (Proc(child), addr)
+}
+
 /// Everything the manager writes, in order.
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(Labels, i64, f64)>>);
@@ -173,20 +196,7 @@ scrape_configs:
     );
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, &job).unwrap();
-    let prom_addr = free_addr();
-    let prom = Proc(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prom.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (prom, prom_addr) = start_prometheus(&cfg, dir.path(), true);
     let rec = Arc::new(Recorder::default());
     let m = ScrapeManager::new(Arc::clone(&rec) as Arc<dyn WriteSink>, Arc::new(SingleNode));
     let f = ScrapeFile::parse(&job, &cfg).unwrap();
@@ -519,20 +529,7 @@ fn bench_scrape_ingest_vs_prometheus() {
     };
 
     // Prometheus 2.42 on the same targets.
-    let prom_addr = free_addr();
-    let prom = Proc(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (prom, prom_addr) = start_prometheus(&cfg, dir.path(), false);
     let pid = prom.0.id().to_string();
     let (prom_cpu, prom_samples) = {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -619,20 +616,7 @@ async fn target_relabeling_matches_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, &yaml).unwrap();
-    let prom_addr = free_addr();
-    let _prom = Proc(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_prom, prom_addr) = start_prometheus(&cfg, dir.path(), false);
     let deadline = Instant::now() + Duration::from_secs(20);
     let data = loop {
         assert!(
@@ -735,20 +719,7 @@ async fn labeling_differential(
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, &yaml).unwrap();
-    let prom_addr = free_addr();
-    let _prom = Proc(
-        Command::new(PROMETHEUS)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address={prom_addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_prom, prom_addr) = start_prometheus(&cfg, dir.path(), false);
     wait_until("prometheus scraped all three jobs", 20, || async {
         tokio::net::TcpStream::connect(prom_addr).await.is_ok()
             && prom_series(prom_addr, "up == 1").await.len() == n_jobs
